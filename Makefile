@@ -1,0 +1,59 @@
+# Every target sets itself up on a fresh machine with only python3, pip and make:
+# uv is bootstrapped through pip when missing, the workspace environment is synced
+# (all four packages installed, editable) and torch's CPU build is added with pip.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := .uvboot/bin/uv
+endif
+STAMP := $(VENV)/.tokengate-synced
+
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON := $(shell command -v $(PYTHON))
+export UV_LINK_MODE := copy
+
+.PHONY: setup demo test bench soak docs docs-serve lint typecheck pytest wheels clean
+
+$(UV):
+	$(PYTHON) -m venv .uvboot
+	.uvboot/bin/python -m pip install --quiet uv
+
+$(STAMP): $(UV) pyproject.toml packages/*/pyproject.toml
+	$(UV) sync --all-packages --group dev --frozen 2>/dev/null || $(UV) sync --all-packages --group dev
+	$(UV) pip install --python $(PY) --quiet pip
+	$(PY) -m pip install --quiet torch==2.13.0 || echo "torch could not be installed: its tests will be skipped"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m tokengate.core demo all
+
+bench: $(STAMP)
+	$(PY) -m tokengate.core bench --baseline --json bench-results.json --plot docs/assets/bench.png
+
+soak: $(STAMP)
+	$(PY) -m pytest tests/soak -p no:randomly --timeout 3600 -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy packages/*/src packages/*/tests tests
+
+pytest: $(STAMP)
+	$(PY) -m pytest packages/tokengate-hashing/tests packages/tokengate-core/tests packages/tokengate-conductor/tests packages/tokengate-numeric/tests tests --ignore=tests/soak -q
+
+wheels: $(STAMP)
+	$(PY) tests/tools/check_wheels.py
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+test: lint typecheck pytest wheels docs
+
+clean:
+	rm -rf $(VENV) .uvboot site dist .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""tokengate.conductor."""
+
+from __future__ import annotations
+
+__all__: tuple[str, ...] = ()

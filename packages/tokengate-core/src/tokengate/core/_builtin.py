@@ -1,0 +1,129 @@
+"""The built-in behaviour, registered through the same hooks a third-party plugin uses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool
+
+from tokengate.hashing import DigestPolicy, HashPolicy, digest_function, fast_args_key, safe_args_key
+
+from ._enums import StorageSpeed, Weight
+from ._extensions import DefaultRoutingPolicy, OperationInfo, RoutingPolicy
+from ._hookspecs import hookimpl
+from ._policies import DigestPolicyRegistry, HashPolicyRegistry, TagRegistry
+
+__all__ = ("BuiltinPlugin",)
+
+OWNER = "tokengate-core"
+_DEFAULT_POLICY = DefaultRoutingPolicy()
+
+
+def _enum_parser(enum_type: Any) -> Callable[[object], object]:
+    def parse(value: object) -> object:
+        if value is None:
+            return None
+        try:
+            return enum_type.parse(value)
+        except ValueError:
+            return value  # let pydantic report it with the allowed values
+
+    return parse
+
+
+def _named(kind: str, names: Callable[[], tuple[str, ...]]) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        name = str(getattr(value, "value", value)).strip().lower()
+        if name not in names():
+            raise ValueError(f"{value!r} is not a {kind}; allowed: {', '.join(names())}")
+        return name
+
+    return check
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number of seconds")
+    return value
+
+
+class BuiltinPlugin:
+    """Core tags, weight classification, the default routing policy and the built-in hash and
+    digest policies."""
+
+    @hookimpl(trylast=True)
+    def tokengate_register_tags(self, registry: TagRegistry) -> None:
+        hash_names = registry.hash_policy_names
+        registry.add(
+            "weight",
+            Annotated[Weight | None, BeforeValidator(_enum_parser(Weight))],
+            allowed="heavy, medium, light",
+            description="routing class",
+            owner=OWNER,
+        )
+        registry.add(
+            "sticky_anchor",
+            Annotated[str, Field(min_length=1, strict=True)] | None,
+            allowed="a non-empty string",
+            description="names the sticky key (defaults to the operation type)",
+            owner=OWNER,
+        )
+        registry.add(
+            "hash_policy",
+            Annotated[str, BeforeValidator(_named("hash policy", hash_names))],
+            HashPolicy.STANDARD.value,
+            allowed="a registered hash policy (none, fast, standard, full, or a plugin's)",
+            description="how arguments enter the sticky key; none = free routing",
+            owner=OWNER,
+        )
+        registry.add(
+            "process_pool",
+            StrictBool,
+            False,
+            allowed="True or False",
+            description="run in the core domain's worker process",
+            owner=OWNER,
+        )
+        registry.add(
+            "storage_speed",
+            Annotated[StorageSpeed | None, BeforeValidator(_enum_parser(StorageSpeed))],
+            allowed="slow, moderate, fast, insane",
+            description="IO class: caps concurrent calls per tier; forces threads",
+            owner=OWNER,
+        )
+        registry.add(
+            "timeout",
+            Annotated[float, Field(gt=0), AfterValidator(_finite)] | None,
+            allowed="a number of seconds > 0",
+            description="deadline from submission; missed → TIMEOUT",
+            owner=OWNER,
+        )
+
+    @hookimpl(trylast=True)
+    def tokengate_classify_weight(
+        self, operation_type: str, func: Callable[..., Any], tags: Mapping[str, object]
+    ) -> Weight | None:
+        name = operation_type.lower()
+        if "heavy" in name:
+            return Weight.HEAVY
+        if "light" in name:
+            return Weight.LIGHT
+        return Weight.MEDIUM
+
+    @hookimpl(trylast=True)
+    def tokengate_routing_policy(self, operation: OperationInfo) -> RoutingPolicy | None:
+        return _DEFAULT_POLICY
+
+    @hookimpl(trylast=True)
+    def tokengate_register_hash_policies(self, registry: HashPolicyRegistry) -> None:
+        registry.register(HashPolicy.NONE.value, None)
+        registry.register(HashPolicy.FAST.value, fast_args_key)
+        registry.register(HashPolicy.STANDARD.value, safe_args_key)
+        registry.register(HashPolicy.FULL.value, safe_args_key)
+
+    @hookimpl(trylast=True)
+    def tokengate_register_digest_policies(self, registry: DigestPolicyRegistry) -> None:
+        for policy in DigestPolicy:
+            registry.register(policy.value, digest_function(policy))

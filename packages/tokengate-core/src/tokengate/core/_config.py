@@ -1,0 +1,74 @@
+"""Validated configuration of an ``OperationsCoordinator``."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ._enums import StorageSpeed
+
+__all__ = ("DEFAULT_STORAGE_LIMITS", "CoordinatorConfig", "machine_cpus")
+
+DEFAULT_STORAGE_LIMITS: dict[StorageSpeed, int] = {
+    StorageSpeed.SLOW: 10,
+    StorageSpeed.MODERATE: 25,
+    StorageSpeed.FAST: 50,
+    StorageSpeed.INSANE: 70,
+}
+
+
+def machine_cpus() -> list[int]:
+    """The CPUs this process may run on (``os.sched_getaffinity`` where available)."""
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is not None:
+        try:
+            return sorted(getaffinity(0))
+        except OSError:
+            pass
+    return list(range(os.cpu_count() or 1))
+
+
+class CoordinatorConfig(BaseModel):
+    """Settings of a coordinator; every field is validated when the coordinator is made.
+
+    Attributes:
+        cores: number of core domains (default: the CPUs this process may use).
+        workers_per_core: worker threads per core domain.
+        mailbox_capacity: tokens a worker's mailbox holds; beyond it, a domain's tokens wait
+            in that domain's backlog (backpressure on that core only).
+        storage_limits: concurrent calls allowed per storage tier.
+        pin_cpus: bind each domain's threads and process to one CPU (Linux).
+        history_size: execution records kept (newest first).
+        operation_stats_limit: operations tracked in ``stats().operations``.
+        stop_timeout: seconds ``stop(wait=True)`` waits when no timeout is given.
+        process_start_method: how process-domain workers start (``spawn`` or ``forkserver``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cores: int = Field(default_factory=lambda: len(machine_cpus()), ge=1, le=1024)
+    workers_per_core: int = Field(default=4, ge=1, le=256)
+    mailbox_capacity: int = Field(default=4096, ge=1)
+    storage_limits: dict[StorageSpeed, int] = Field(
+        default_factory=lambda: dict(DEFAULT_STORAGE_LIMITS)
+    )
+    pin_cpus: bool = False
+    history_size: int = Field(default=10_000, ge=0)
+    operation_stats_limit: int = Field(default=1024, ge=1)
+    stop_timeout: float = Field(default=60.0, gt=0)
+    process_start_method: Literal["spawn", "forkserver"] = "spawn"
+
+    @field_validator("storage_limits", mode="before")
+    @classmethod
+    def _parse_limits(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        limits = dict(DEFAULT_STORAGE_LIMITS)
+        for tier, limit in value.items():
+            limits[StorageSpeed.parse(tier)] = limit
+        for tier, limit in limits.items():
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                raise ValueError(f"the limit of storage tier {tier.value} must be an int >= 1")
+        return limits

@@ -1,0 +1,764 @@
+"""``OperationsCoordinator``: owns the core domains, routes tokens and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from pydantic import ValidationError
+
+from ._config import CoordinatorConfig, machine_cpus
+from ._enums import StorageSpeed, TokenState
+from ._errors import ConfigurationError, CoordinatorNotRunningError, PluginError, RoutingError
+from ._guard import CURRENT, push_running, remove_running
+from ._metrics import (
+    CoordinatorStats,
+    CoreStats,
+    ExecutionRecord,
+    OperationMetrics,
+)
+from ._plan import OperationPlan
+from ._plugins import plugin_manager
+from ._routing import CoreDomain, Worker
+from ._sticky import StickyRegistry
+from ._storage import StorageGate
+from ._deadlines import DeadlineWatcher
+from ._token import (
+    ADMITTED,
+    CREATED,
+    EXECUTING,
+    FAILED,
+    NOT_STARTED,
+    TERMINAL,
+    WAITING,
+    COMPLETED,
+    LoopBridge,
+    TaskToken,
+)
+
+__all__ = ("OperationsCoordinator",)
+
+T = TypeVar("T")
+
+_log = logging.getLogger("tokengate.coordinator")
+_worker_log = logging.getLogger("tokengate.worker")
+_storage_log = logging.getLogger("tokengate.storage")
+_perf = time.perf_counter
+
+_TOKEN_IDS = itertools.count(1)
+_COORDINATOR_IDS = itertools.count(1)
+_CREATED_ONLY = frozenset({CREATED})
+_ADMITTED_ONLY = frozenset({ADMITTED})
+
+
+class OperationsCoordinator:
+    """Owns a fixed set of core domains, routes every token and runs it.
+
+    Configuration is validated (:class:`CoordinatorConfig`); defaults come from the machine.
+    While started, it is the *current* coordinator for decorated calls made in its process
+    (inside a running token: the coordinator running it). Several coordinators may exist;
+    they share no mutable state.
+
+    Use ``start()`` / ``stop()``, ``with OperationsCoordinator() as c:`` or
+    ``async with OperationsCoordinator() as c:``.
+    """
+
+    def __init__(
+        self,
+        *,
+        cores: int | None = None,
+        workers_per_core: int = 4,
+        config: CoordinatorConfig | None = None,
+        **settings: Any,
+    ) -> None:
+        """Make a coordinator (nothing runs until ``start()``).
+
+        Args:
+            cores: number of core domains (default: the CPUs this process may use).
+            workers_per_core: worker threads per core domain.
+            config: a complete configuration instead of keyword settings.
+            **settings: any other :class:`CoordinatorConfig` field.
+
+        Raises:
+            ConfigurationError: a setting is invalid (the message names it).
+        """
+        if config is None:
+            values: dict[str, Any] = {"workers_per_core": workers_per_core, **settings}
+            if cores is not None:
+                values["cores"] = cores
+            try:
+                config = CoordinatorConfig(**values)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']} "
+                    f"(got {e.get('input')!r})"
+                    for e in exc.errors()
+                )
+                raise ConfigurationError(f"invalid OperationsCoordinator setting: {problems}") from None
+        elif cores is not None or settings or workers_per_core != 4:
+            raise ConfigurationError("pass either config= or keyword settings, not both")
+        self._config = config
+        self._name = f"tokengate-{next(_COORDINATOR_IDS)}"
+        self._lock = threading.RLock()
+        self._route_lock = threading.Lock()
+        self._running = False
+        self._paused = False
+        self._paused_ops: set[str] = set()
+        self._held: deque[TaskToken[Any]] = deque()
+        self._tokens: dict[str, TaskToken[Any]] = {}
+        self._sticky = StickyRegistry()
+        self._domains: list[CoreDomain] = []
+        self._counters: list[int] = []
+        self._core_cache: dict[OperationPlan, tuple[int, ...]] = {}
+        self._records: deque[tuple[Any, ...]] = deque(maxlen=config.history_size)
+        self._metrics = OperationMetrics(config.operation_stats_limit)
+        self._storage = StorageGate(config.storage_limits)
+        self._deadlines = DeadlineWatcher(f"{self._name}-deadlines")
+        self._bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBridge] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last_loop: asyncio.AbstractEventLoop | None = None
+        self._last_bridge: LoopBridge | None = None
+        self._submitted = itertools.count()
+        self._idle = threading.Event()
+        self._watch_idle = False
+        self._ext_state: dict[Hashable, Any] = {}
+        self._cpus = machine_cpus()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> CoordinatorConfig:
+        """The validated configuration."""
+        return self._config
+
+    @property
+    def cores(self) -> int:
+        """Number of core domains (numbered 1..cores)."""
+        return self._config.cores
+
+    @property
+    def workers_per_core(self) -> int:
+        """Worker threads per core domain."""
+        return self._config.workers_per_core
+
+    @property
+    def running(self) -> bool:
+        """Whether the coordinator accepts calls."""
+        return self._running
+
+    @property
+    def name(self) -> str:
+        """A name unique in this process, used for thread names."""
+        return self._name
+
+    def cpu_of(self, core_id: int) -> int:
+        """The CPU a core domain is bound to when ``pin_cpus`` is on."""
+        return self._cpus[(core_id - 1) % len(self._cpus)]
+
+    def extension_state(self, key: Hashable, factory: Callable[[], T]) -> T:
+        """Per-coordinator state of a plugin: made by ``factory`` on first use under ``key``."""
+        state = self._ext_state.get(key)
+        if state is None:
+            with self._lock:
+                state = self._ext_state.get(key)
+                if state is None:
+                    state = self._ext_state[key] = factory()
+        result: T = state
+        return result
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Self:
+        """Start the worker threads and become the current coordinator. Idempotent."""
+        with self._lock:
+            if self._running:
+                _log.warning("%s is already running", self._name)
+                return self
+            config = self._config
+            self._domains = [
+                CoreDomain(
+                    core,
+                    config.workers_per_core,
+                    config.mailbox_capacity,
+                    self.cpu_of(core) if config.pin_cpus else None,
+                )
+                for core in range(1, config.cores + 1)
+            ]
+            self._counters = [0] + [
+                (core - 1) * config.workers_per_core for core in range(1, config.cores + 1)
+            ]
+            self._core_cache.clear()
+            self._deadlines = DeadlineWatcher(f"{self._name}-deadlines")
+            self._idle.clear()
+            self._watch_idle = False
+            for domain in self._domains:
+                for worker in domain.workers:
+                    thread = threading.Thread(
+                        target=self._worker_main,
+                        args=(domain, worker),
+                        name=f"{self._name}-core{domain.core_id}-w{worker.index}",
+                        daemon=True,
+                    )
+                    worker.thread = thread
+                    thread.start()
+            self._running = True
+        push_running(self)
+        plugin_manager().notify_coordinator("tokengate_coordinator_started", self)
+        _log.info(
+            "%s started: %d cores x %d workers",
+            self._name,
+            config.cores,
+            config.workers_per_core,
+        )
+        return self
+
+    def stop(
+        self, *, wait: bool = True, cancel_pending: bool = False, timeout: float | None = None
+    ) -> None:
+        """Stop accepting calls, end every token and shut the workers down. Never hangs.
+
+        Args:
+            wait: let admitted work finish, for at most ``timeout`` seconds; without it every
+                token not yet terminal is killed at once.
+            cancel_pending: kill what has not started before waiting.
+            timeout: bound of the wait (default: ``config.stop_timeout``). Tokens still
+                running after it end ``KILLED``; their threads are abandoned and reported.
+
+        Raises:
+            RuntimeError: called from inside one of this coordinator's own tokens.
+        """
+        if CURRENT.get() is self and threading.current_thread().name.startswith(self._name):
+            raise RuntimeError(
+                f"{self._name}.stop() was called from inside one of its own tokens; "
+                "call stop() from outside the coordinator"
+            )
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+        remove_running(self)
+        limit = self._config.stop_timeout if timeout is None else timeout
+        deadline = time.monotonic() + max(0.0, limit)
+        with self._lock:
+            held = list(self._held)
+            self._held.clear()
+        for token in held:
+            token.kill("coordinator stopped while admission was paused")
+        if cancel_pending or not wait:
+            for token in list(self._tokens.values()):
+                if token._state in NOT_STARTED:
+                    token.kill("coordinator stopped before the token started")
+        if wait:
+            self._wait_idle(deadline)
+        leftovers = [t for t in list(self._tokens.values()) if not t.done()]
+        abandoned = [t for t in leftovers if t._state is EXECUTING]
+        for token in leftovers:
+            token.kill("coordinator stopped")
+        if abandoned:
+            _log.warning(
+                "%s stopped with %d bodies still running (abandoned, their results will be "
+                "discarded): %s",
+                self._name,
+                len(abandoned),
+                ", ".join(t.token_id for t in abandoned[:10]),
+            )
+        self._deadlines.stop()
+        for domain in self._domains:
+            for token in domain.drain_backlog():
+                token.kill("coordinator stopped")
+            for worker in domain.workers:
+                worker.mailbox.put(None)
+        for domain in self._domains:
+            if domain.backend is not None:
+                try:
+                    domain.backend.shutdown(max(0.5, deadline - time.monotonic()))
+                except Exception:
+                    _log.exception("shutting down the backend of core %d failed", domain.core_id)
+        current = threading.current_thread()
+        for domain in self._domains:
+            for worker in domain.workers:
+                thread = worker.thread
+                if thread is None or thread is current:
+                    continue
+                thread.join(max(0.05, deadline - time.monotonic()))
+                if thread.is_alive():
+                    _worker_log.warning(
+                        "%s: worker thread %s did not return (a body that never returns); "
+                        "it is abandoned as a daemon thread",
+                        self._name,
+                        thread.name,
+                    )
+        plugin_manager().notify_coordinator("tokengate_coordinator_stopped", self)
+        _log.info("%s stopped", self._name)
+
+    def _wait_idle(self, deadline: float) -> None:
+        self._watch_idle = True
+        while self._tokens:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._idle.clear()
+            if not self._tokens:
+                return
+            self._idle.wait(min(remaining, 0.5))
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+    # ------------------------------------------------------------------ the hot path
+    def _submit(
+        self, plan: OperationPlan, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> TaskToken[Any]:
+        if not self._running:
+            raise CoordinatorNotRunningError(
+                f"{plan.operation_type} was called but {self._name} is not running; "
+                "start it first"
+            )
+        token: TaskToken[Any] = TaskToken(
+            plan, args, kwargs, self, f"{plan.operation_type}#{next(_TOKEN_IDS)}"
+        )
+        next(self._submitted)
+        try:
+            if plan.broken is not None:
+                raise plan.broken
+            for ext in plan.ext_create:
+                ext.on_create(token)
+            if plan.on_created is not None:
+                plan.on_created(token=token)
+            self._tokens[token.token_id] = token
+            if plan.timeout is not None:
+                self._deadlines.add(token, plan.timeout)
+            if not token._move(_CREATED_ONLY, WAITING):
+                return token
+            if self._paused or (self._paused_ops and plan.operation_type in self._paused_ops):
+                if self._hold(token):
+                    return token
+            self._route(token)
+        except BaseException as exc:
+            self._fail_before_start(token, exc)
+        return token
+
+    def _fail_before_start(self, token: TaskToken[Any], exc: BaseException) -> None:
+        if isinstance(exc, (RoutingError, PluginError)):
+            error: BaseException = exc
+        else:
+            error = RoutingError(
+                f"routing token {token.token_id} ({token.operation_type}) failed: {exc!r}"
+            )
+            error.__cause__ = exc
+        _log.debug("token %s failed before it started: %r", token.token_id, exc)
+        token._finish(FAILED, exc=error)
+
+    def _hold(self, token: TaskToken[Any]) -> bool:
+        with self._lock:
+            if self._paused or token.operation_type in self._paused_ops:
+                self._held.append(token)
+                return True
+        return False
+
+    def _candidate(self, cores: tuple[int, ...]) -> int:
+        counters = self._counters
+        best = cores[0]
+        low = counters[best]
+        for core in cores:
+            if counters[core] < low:
+                best = core
+                low = counters[core]
+        return best
+
+    def _cores_for(self, plan: OperationPlan) -> tuple[int, ...]:
+        cores = self._core_cache.get(plan)
+        if cores is None:
+            total = self._config.cores
+            try:
+                chosen = tuple(plan.policy.cores_for(plan.weight, total))
+            except Exception as exc:
+                raise PluginError(
+                    f"routing policy {plan.policy!r} failed for {plan.operation_type}: {exc!r}"
+                ) from exc
+            if not chosen or any(not isinstance(c, int) or not 1 <= c <= total for c in chosen):
+                raise PluginError(
+                    f"routing policy {plan.policy!r} gave cores {chosen!r} for "
+                    f"{plan.weight.value} on {total} cores; expected a non-empty subset of "
+                    f"1..{total}"
+                )
+            cores = self._core_cache[plan] = chosen
+        return cores
+
+    def _route(self, token: TaskToken[Any]) -> None:
+        plan = token._plan
+        cores = self._cores_for(plan)
+        core: int | None = None
+        if plan.ext_route:
+            candidate = self._candidate(cores)
+            for ext in plan.ext_route:
+                core = ext.route(token, candidate)
+                if core is not None:
+                    break
+        if core is None and plan.chooses_cores:
+            core = plan.policy.choose_core(token, self._candidate(cores), self._config.cores)
+        key: Hashable = None
+        if core is None:
+            if plan.key_fn is not None:
+                key = (plan.anchor, plan.key_fn(token.args, token.kwargs))
+        elif not isinstance(core, int) or not 1 <= core <= self._config.cores:
+            raise RoutingError(
+                f"a plugin routed token {token.token_id} to core {core!r}; this coordinator "
+                f"has cores 1..{self._config.cores}"
+            )
+        counters = self._counters
+        with self._route_lock:
+            if core is None:
+                core = self._candidate(cores)
+                if key is not None:
+                    core = self._sticky.acquire(key, core)
+                    token.sticky_key = key
+            position = counters[core]
+            counters[core] = position + 1
+        token.core_id = core
+        self._domains[core - 1].dispatch(token, position)
+
+    def _worker_main(self, domain: CoreDomain, worker: Worker) -> None:
+        CURRENT.set(self)
+        if domain.cpu is not None:
+            try:
+                os.sched_setaffinity(0, {domain.cpu})
+            except (AttributeError, OSError) as exc:
+                _worker_log.warning("pinning %s to CPU %s failed: %r", worker, domain.cpu, exc)
+        get = worker.mailbox.get
+        backlog = domain.backlog
+        execute = self._execute
+        while True:
+            token = get()
+            if token is None:
+                return
+            worker.busy = True
+            try:
+                execute(token, worker, domain)
+            except BaseException:
+                _worker_log.exception("worker %s failed on %s", worker.index, token.token_id)
+            worker.busy = False
+            if backlog:
+                domain.refill(worker)
+
+    def _execute(self, token: TaskToken[Any], worker: Worker, domain: CoreDomain) -> None:
+        plan = token._plan
+        if plan.storage is not None and not token._holds_slot:
+            if token.done():
+                return
+            if not self._storage.try_acquire(plan.storage, token):
+                _storage_log.debug("token %s waits for a %s slot", token.token_id, plan.storage)
+                return
+            token._holds_slot = True
+        if not token._move(_ADMITTED_ONLY, EXECUTING):
+            if token._holds_slot:
+                self._release_slot(token)
+            return
+        token.started_at = _perf()
+        token.worker_id = worker.index
+        if plan.process:
+            self._process_backend(domain).submit(token)
+            return
+        states: list[object] = []
+        try:
+            for ext in plan.ext_before:
+                states.append(ext.before_execute(token))
+            if plan.on_started is not None:
+                plan.on_started(token=token)
+        except BaseException as exc:
+            token._finish(
+                FAILED,
+                exc=PluginError(f"a plugin failed before {token.token_id} ran: {exc!r}"),
+            )
+        else:
+            try:
+                result = plan.func(*token.args, **token.kwargs)
+            except BaseException as exc:
+                token._finish(FAILED, exc=exc)
+            else:
+                token._finish(COMPLETED, result)
+        for ext, state in zip(plan.ext_after, states, strict=False):
+            try:
+                ext.after_execute(token, state)
+            except Exception:
+                _log.exception("after_execute of %r failed for %s", ext, token.token_id)
+        if token._holds_slot:
+            self._release_slot(token)
+
+    def _release_slot(self, token: TaskToken[Any]) -> None:
+        plan = token._plan
+        if plan.storage is None or not token._holds_slot:
+            return
+        token._holds_slot = False
+        nxt = self._storage.release(plan.storage)
+        if nxt is not None:
+            nxt._holds_slot = True
+            core = nxt.core_id or 1
+            self._domains[core - 1].requeue(nxt)
+
+    def _process_backend(self, domain: CoreDomain) -> Any:
+        backend = domain.backend
+        if backend is None:
+            with self._lock:
+                backend = domain.backend
+                if backend is None:
+                    from ._process import ProcessBackend
+
+                    backend = domain.backend = ProcessBackend(
+                        self, domain.core_id, domain.cpu, self._config.process_start_method
+                    )
+        return backend
+
+    def _on_terminal(self, token: TaskToken[Any]) -> None:
+        """The release steps of a terminal move (run exactly once per token)."""
+        plan = token._plan
+        self._tokens.pop(token.token_id, None)
+        key = token.sticky_key
+        if key is not None:
+            with self._route_lock:
+                self._sticky.release(key)
+        state = token._state
+        duration = token.duration
+        self._metrics.record(plan.operation_type, state, duration)
+        if self._records.maxlen:
+            exc = token._exc
+            self._records.append(
+                (
+                    token.token_id,
+                    plan.operation_type,
+                    state,
+                    duration,
+                    token.finished_at - token.created_at if token.finished_at else 0.0,
+                    token.core_id,
+                    token.worker_id,
+                    None if exc is None else repr(exc),
+                )
+            )
+        for ext in plan.ext_terminal:
+            try:
+                ext.on_terminal(token)
+            except Exception:
+                _log.exception("on_terminal of %r failed for %s", ext, token.token_id)
+        if token._holds_slot and token.started_at is None:
+            self._release_slot(token)
+        if plan.on_finished is not None:
+            try:
+                plan.on_finished(token=token)
+            except Exception:
+                _log.exception("a tokengate_token_finished hook failed for %s", token.token_id)
+        if state is not COMPLETED:
+            token.args = ()
+            token.kwargs = {}
+        if self._watch_idle and not self._tokens:
+            self._idle.set()
+
+    def _bridge_for(self, loop: asyncio.AbstractEventLoop) -> LoopBridge:
+        if loop is self._last_loop and self._last_bridge is not None:
+            return self._last_bridge
+        bridge = self._bridges.get(loop)
+        if bridge is None:
+            with self._lock:
+                bridge = self._bridges.get(loop)
+                if bridge is None:
+                    bridge = self._bridges[loop] = LoopBridge(loop)
+        self._last_loop = loop
+        self._last_bridge = bridge
+        return bridge
+
+    # ------------------------------------------------------------------ admin
+    def get_token(self, token_id: str) -> TaskToken[Any] | None:
+        """The in-flight token with this id, or None (terminal tokens are not kept)."""
+        return self._tokens.get(token_id)
+
+    def kill_token(self, token_id: str, reason: str = "killed by admin") -> bool:
+        """Kill one in-flight token by id. Returns False if it is unknown or already terminal."""
+        token = self._tokens.get(token_id)
+        return token.kill(reason) if token is not None else False
+
+    def kill_operation(self, operation_type: str, reason: str = "killed by admin") -> int:
+        """Kill every in-flight token of an operation (running ones too); returns how many."""
+        return sum(
+            1
+            for token in list(self._tokens.values())
+            if token.operation_type == operation_type and token.kill(reason)
+        )
+
+    def drain(self, operation_type: str | None = None) -> int:
+        """Kill every token of ``operation_type`` (or of all operations) that has not started;
+        returns how many."""
+        killed = 0
+        for token in list(self._tokens.values()):
+            if token._state in NOT_STARTED and (
+                operation_type is None or token.operation_type == operation_type
+            ):
+                killed += token.kill("drained")
+        return killed
+
+    def pause(self) -> None:
+        """Stop admission: calls still return tokens, which wait (``WAITING``) until
+        :meth:`resume`. Tokens already admitted keep running."""
+        with self._lock:
+            self._paused = True
+        _log.info("%s paused", self._name)
+
+    def resume(self) -> None:
+        """Restart admission and route every held token."""
+        with self._lock:
+            self._paused = False
+        self._release_held()
+        _log.info("%s resumed", self._name)
+
+    def pause_operation(self, operation_type: str) -> None:
+        """Stop admission of one operation."""
+        with self._lock:
+            self._paused_ops.add(operation_type)
+
+    def resume_operation(self, operation_type: str) -> None:
+        """Restart admission of one operation and route its held tokens."""
+        with self._lock:
+            self._paused_ops.discard(operation_type)
+        self._release_held()
+
+    def _release_held(self) -> None:
+        with self._lock:
+            ready = [
+                t
+                for t in self._held
+                if not self._paused and t.operation_type not in self._paused_ops
+            ]
+            if not ready:
+                return
+            keep = [t for t in self._held if t not in ready]
+            self._held.clear()
+            self._held.extend(keep)
+        for token in ready:
+            if token.done():
+                continue
+            try:
+                self._route(token)
+            except BaseException as exc:
+                self._fail_before_start(token, exc)
+
+    # ------------------------------------------------------------------ introspection
+    def stats(self) -> CoordinatorStats:
+        """A typed snapshot: per-core depth and busy workers, counts by state and operation."""
+        by_state = {state.value: 0 for state in TokenState}
+        for token in list(self._tokens.values()):
+            state = token._state
+            if state not in TERMINAL:
+                by_state[state.value] += 1
+        for state, count in self._metrics.totals().items():
+            by_state[state.value] = count
+        cores = tuple(
+            CoreStats(
+                domain.core_id,
+                len(domain.workers),
+                domain.busy(),
+                domain.depth(),
+                len(domain.backlog),
+                None if domain.backend is None else domain.backend.alive,
+            )
+            for domain in self._domains
+        )
+        submitted = _count_value(self._submitted)
+        return CoordinatorStats(
+            running=self._running,
+            paused=self._paused,
+            paused_operations=tuple(sorted(self._paused_ops)),
+            cores=cores,
+            in_flight=len(self._tokens),
+            submitted=submitted,
+            by_state=by_state,
+            operations=self._metrics.snapshot(),
+            sticky_pins=len(self._sticky),
+        )
+
+    def in_flight(self) -> list[TaskToken[Any]]:
+        """Every token not yet terminal."""
+        return [t for t in list(self._tokens.values()) if not t.done()]
+
+    def sticky_snapshot(self) -> Mapping[str, int]:
+        """Live sticky pins: readable key → core. Empty once every token is terminal."""
+        with self._route_lock:
+            return self._sticky.snapshot()
+
+    def recent_executions(self, limit: int = 50) -> list[ExecutionRecord]:
+        """The newest ``limit`` execution records, newest first."""
+        rows = list(self._records)[-limit:] if limit > 0 else []
+        return [
+            ExecutionRecord(
+                token_id=row[0],
+                operation_type=row[1],
+                state=row[2].value,
+                success=row[2] is COMPLETED,
+                duration=row[3],
+                latency=row[4],
+                core_id=row[5],
+                worker_id=row[6],
+                error=row[7],
+            )
+            for row in reversed(rows)
+        ]
+
+    def dump_execution_history(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write every kept execution record to a JSON file; returns its path.
+
+        The file holds ``{"timestamp", "coordinator", "total_executions", "executions"}``.
+        Without ``path`` it is ``execution_history_<unix time>.json`` in the working directory.
+        """
+        target = Path(path) if path is not None else Path(f"execution_history_{int(time.time())}.json")
+        records = self.recent_executions(len(self._records))
+        payload = {
+            "timestamp": time.time(),
+            "coordinator": self._name,
+            "total_executions": len(records),
+            "executions": [r.as_dict() for r in records],
+        }
+        target.write_text(json.dumps(payload, indent=2))
+        return target
+
+    def storage_in_use(self, tier: StorageSpeed | str) -> int:
+        """Slots of a storage tier taken now."""
+        return self._storage.in_use(StorageSpeed.parse(tier))
+
+    def storage_peak(self, tier: StorageSpeed | str) -> int:
+        """Most slots of a storage tier ever taken at once."""
+        return self._storage.peak(StorageSpeed.parse(tier))
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return f"<OperationsCoordinator {self._name} {state} cores={self.cores}>"
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    """The next value of an ``itertools.count`` without consuming it (its repr is count(n))."""
+    return int(repr(counter)[6:-1])

@@ -1,0 +1,108 @@
+"""The objects plugins hand to the core: operation info, routing policies, token extensions.
+
+Hooks are consulted once per operation (at decoration); what they return is called directly
+on the hot path, so a call never goes through pluggy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._enums import Weight
+
+if TYPE_CHECKING:
+    from ._token import TaskToken
+
+__all__ = ("DefaultRoutingPolicy", "OperationInfo", "RoutingPolicy", "TokenExtension")
+
+
+@dataclass(frozen=True, slots=True)
+class OperationInfo:
+    """What a plugin learns about an operation when it is decorated.
+
+    Attributes:
+        operation_type: the operation's name.
+        func: the undecorated function.
+        tags: the validated tags the user gave (enum values normalised), plugin tags included.
+        weight: the routing class decided for the operation.
+    """
+
+    operation_type: str
+    func: Callable[..., Any]
+    tags: Mapping[str, object]
+    weight: Weight
+
+
+class RoutingPolicy:
+    """Maps weights to core ranges and may choose the core of individual tokens.
+
+    Return an instance from ``tokengate_routing_policy``; the first plugin to return one wins
+    (the built-in :class:`DefaultRoutingPolicy` is registered last). Subclass and override
+    what you need.
+    """
+
+    #: Set to True when :meth:`choose_core` is overridden; the core then calls it per token.
+    chooses_cores: bool = False
+
+    def cores_for(self, weight: Weight, total_cores: int) -> Sequence[int]:
+        """The cores (numbered 1..total_cores) tokens of ``weight`` may use. Must not be empty."""
+        if total_cores <= 1:
+            return (1,)
+        if weight is Weight.HEAVY:
+            return (1,)
+        if weight is Weight.MEDIUM or total_cores == 2:
+            return tuple(range(2, total_cores + 1))
+        return tuple(range(3, total_cores + 1))
+
+    def choose_core(self, token: TaskToken[Any], candidate: int, total_cores: int) -> int | None:
+        """Pick the core of ``token``, or None to keep the usual order (sticky, then free).
+
+        ``candidate`` is the core the staggered position counters would give it. Called only
+        when :attr:`chooses_cores` is True, and not for conductor domain members.
+        """
+        return None
+
+
+class DefaultRoutingPolicy(RoutingPolicy):
+    """SPEC layer 1: HEAVY → core 1, MEDIUM → cores 2..N, LIGHT → cores 3..N.
+
+    With two cores LIGHT uses core 2; with one core everything uses core 1.
+    """
+
+
+class TokenExtension:
+    """Per-operation participant in a token's life, returned by ``tokengate_token_extension``.
+
+    Override only the phases you need: the core detects which methods a subclass overrides
+    and calls only those, so an unused phase costs nothing per token. The hash conductor is
+    built entirely on this class.
+
+    Every method runs on the hot path of every token of the operation: keep them lean. An
+    exception in ``on_create`` or ``route`` fails that token (``FAILED`` with a
+    ``PluginError``); in ``before_execute`` it fails the token without running the body; in
+    ``after_execute`` and ``on_terminal`` it is logged.
+    """
+
+    def on_create(self, token: TaskToken[Any]) -> None:
+        """In the calling thread, right after the token is made and before it is routed."""
+
+    def route(self, token: TaskToken[Any], candidate: int) -> int | None:
+        """Choose the token's core (first extension to return a core wins), or None."""
+        return None
+
+    def before_execute(self, token: TaskToken[Any]) -> object:
+        """On the worker, right before the body runs; the return value goes to ``after_execute``."""
+        return None
+
+    def after_execute(self, token: TaskToken[Any], state: object) -> None:
+        """On the worker, right after the body returned or raised."""
+
+    def on_terminal(self, token: TaskToken[Any]) -> None:
+        """Exactly once, when the token reaches its terminal state (any of the four)."""
+
+
+def overrides(ext: object, name: str) -> bool:
+    """True when ``type(ext)`` overrides ``TokenExtension.<name>``."""
+    return getattr(type(ext), name) is not getattr(TokenExtension, name)

@@ -1,0 +1,135 @@
+"""``task_token_guard`` and the *current coordinator*."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from ._errors import CoordinatorNotRunningError
+from ._plan import OperationPlan, compile_plan
+from ._plugins import plugin_manager
+
+if TYPE_CHECKING:
+    from ._coordinator import OperationsCoordinator
+    from ._token import TaskToken
+
+__all__ = ("current_coordinator", "get_operation_plan", "task_token_guard")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The coordinator explicitly current in this context (set in every worker thread).
+CURRENT: ContextVar[OperationsCoordinator | None] = ContextVar(
+    "tokengate_current_coordinator", default=None
+)
+#: Started coordinators of this process, newest last: the fallback for threads with no
+#: explicit current coordinator.
+_RUNNING: list[OperationsCoordinator] = []
+_RUNNING_LOCK = threading.Lock()
+#: Set in a process-domain worker process, where tokens cannot be created.
+IN_WORKER_PROCESS = False
+
+PLAN_ATTRIBUTE = "__tokengate_plan__"
+
+
+def push_running(coordinator: OperationsCoordinator) -> None:
+    with _RUNNING_LOCK:
+        _RUNNING.append(coordinator)
+
+
+def remove_running(coordinator: OperationsCoordinator) -> None:
+    with _RUNNING_LOCK:
+        if coordinator in _RUNNING:
+            _RUNNING.remove(coordinator)
+
+
+def current_coordinator() -> OperationsCoordinator | None:
+    """The coordinator that a decorated call made here would use, or None.
+
+    Inside a running token it is the coordinator running it; elsewhere the most recently
+    started coordinator of the process that is still running.
+    """
+    coordinator = CURRENT.get()
+    if coordinator is not None:
+        return coordinator
+    running = _RUNNING
+    return running[-1] if running else None
+
+
+def _not_running(operation_type: str) -> CoordinatorNotRunningError:
+    if IN_WORKER_PROCESS:
+        return CoordinatorNotRunningError(
+            f"{operation_type} was called inside a process-domain worker process; tokens can "
+            "only be created in the coordinator's process. Call the undecorated function "
+            "(fn.__wrapped__) there, or drop process_pool from the caller's tags"
+        )
+    return CoordinatorNotRunningError(
+        f"{operation_type} was called with no running OperationsCoordinator; start one first "
+        "(OperationsCoordinator().start(), or 'with OperationsCoordinator():')"
+    )
+
+
+def task_token_guard(
+    operation_type: str | None = None, tags: Mapping[str, object] | None = None
+) -> Callable[[Callable[P, R]], Callable[P, TaskToken[R]]]:
+    """Turn a synchronous function into an operation whose calls return tokens at once.
+
+    The decorated function keeps its parameters; calling it returns a
+    :class:`~tokengate.core.TaskToken` immediately, and the body runs later on a worker of the
+    current coordinator.
+
+    Args:
+        operation_type: the operation's name; defaults to the function's ``__qualname__``.
+        tags: routing and execution tags (see the tag reference), validated now.
+
+    Raises:
+        TagValidationError: a tag is unknown, malformed or conflicts (at decoration).
+        TypeError: the target is a coroutine function, an async generator function or not
+            callable (at decoration).
+        CoordinatorNotRunningError: the decorated function is called while no coordinator runs.
+    """
+    if callable(operation_type):
+        raise TypeError(
+            "task_token_guard is a decorator factory: write @task_token_guard() or "
+            "@task_token_guard(operation_type=..., tags={...}), with parentheses"
+        )
+    if operation_type is not None and (not isinstance(operation_type, str) or not operation_type):
+        raise TypeError(f"operation_type must be a non-empty string, not {operation_type!r}")
+
+    def decorate(func: Callable[P, R]) -> Callable[P, TaskToken[R]]:
+        if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+            raise TypeError(
+                f"task_token_guard cannot decorate {getattr(func, '__qualname__', func)!r}: it "
+                "is async. TokenGate runs synchronous functions; await the tokens instead"
+            )
+        if not callable(func) or isinstance(func, type):
+            raise TypeError(
+                f"task_token_guard decorates functions, not {type(func).__name__} {func!r}"
+            )
+        name = operation_type or getattr(func, "__qualname__", None) or repr(func)
+        plan = compile_plan(plugin_manager(), func, name, tags)
+
+        @functools.wraps(func)
+        def submit(*args: P.args, **kwargs: P.kwargs) -> TaskToken[R]:
+            coordinator = CURRENT.get()
+            if coordinator is None:
+                running = _RUNNING
+                if not running:
+                    raise _not_running(name)
+                coordinator = running[-1]
+            return coordinator._submit(plan, args, kwargs)
+
+        setattr(submit, PLAN_ATTRIBUTE, plan)
+        return submit
+
+    return decorate
+
+
+def get_operation_plan(func: Callable[..., Any]) -> OperationPlan | None:
+    """The compiled plan of a decorated function, or None for anything else."""
+    plan = getattr(func, PLAN_ATTRIBUTE, None)
+    return plan if isinstance(plan, OperationPlan) else None

@@ -1,0 +1,130 @@
+"""Compile an operation once, at decoration, into the small plan the hot path follows."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from ._enums import StorageSpeed, Weight
+from ._errors import PluginError
+from ._extensions import OperationInfo, RoutingPolicy, TokenExtension, overrides
+from ._plugins import PluginHost
+from ._policies import KeyFunction
+
+__all__ = ("OperationPlan", "compile_plan")
+
+
+@dataclass(slots=True, eq=False)
+class OperationPlan:
+    """Everything decided once per operation. Per call only the argument fingerprint, the
+    extensions' checks and the enqueue remain."""
+
+    func: Callable[..., Any]
+    operation_type: str
+    module: str
+    qualname: str
+    tags: Mapping[str, object]
+    public_tags: Mapping[str, object]
+    weight: Weight
+    policy: RoutingPolicy
+    chooses_cores: bool
+    key_fn: KeyFunction | None
+    anchor: str
+    process: bool
+    storage: StorageSpeed | None
+    timeout: float | None
+    ext_create: tuple[TokenExtension, ...]
+    ext_route: tuple[TokenExtension, ...]
+    ext_before: tuple[TokenExtension, ...]
+    ext_after: tuple[TokenExtension, ...]
+    ext_terminal: tuple[TokenExtension, ...]
+    on_created: Callable[..., Any] | None
+    on_started: Callable[..., Any] | None
+    on_finished: Callable[..., Any] | None
+    broken: PluginError | None
+    generation: int
+
+
+def compile_plan(
+    host: PluginHost,
+    func: Callable[..., Any],
+    operation_type: str,
+    tags: Mapping[str, object] | None,
+    *,
+    warn_stacklevel: int = 4,
+) -> OperationPlan:
+    """Validate the tags and ask the plugins everything that can be asked once.
+
+    Raises:
+        TagValidationError: a tag is unknown, malformed or conflicts with another.
+    """
+    where = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+    model, user_tags = host.validate_tags(where, tags)
+    state = host.state()
+    broken: PluginError | None = None
+
+    process = bool(getattr(model, "process_pool", False))
+    storage: StorageSpeed | None = getattr(model, "storage_speed", None)
+    if storage is not None and process:
+        warnings.warn(
+            f"{where}: storage_speed with process_pool=True runs in threads "
+            "(storage tiers cap threads); drop one of the two tags",
+            UserWarning,
+            stacklevel=warn_stacklevel,
+        )
+        process = False
+
+    weight: Weight = getattr(model, "weight", None) or Weight.MEDIUM
+    policy: RoutingPolicy = RoutingPolicy()
+    extensions: tuple[TokenExtension, ...] = ()
+    try:
+        if getattr(model, "weight", None) is None:
+            weight = host.classify_weight(operation_type, func, MappingProxyType(user_tags))
+        info = OperationInfo(operation_type, func, MappingProxyType(dict(user_tags)), weight)
+        policy = host.routing_policy(info)
+        extensions = host.token_extensions(info)
+    except Exception as exc:
+        broken = exc if isinstance(exc, PluginError) else PluginError(f"{where}: {exc!r}")
+
+    hash_policy = getattr(model, "hash_policy", "standard")
+    key_fn: KeyFunction | None = None
+    try:
+        key_fn = state.hash_policies.get(hash_policy)
+    except KeyError as exc:
+        broken = broken or PluginError(str(exc))
+
+    anchor = getattr(model, "sticky_anchor", None) or operation_type
+    timeout = getattr(model, "timeout", None)
+
+    def phase(name: str) -> tuple[TokenExtension, ...]:
+        return tuple(ext for ext in extensions if overrides(ext, name))
+
+    return OperationPlan(
+        func=func,
+        operation_type=operation_type,
+        module=getattr(func, "__module__", "") or "",
+        qualname=getattr(func, "__qualname__", "") or "",
+        tags=MappingProxyType({name: getattr(model, name) for name in type(model).model_fields}),
+        public_tags=MappingProxyType(dict(user_tags)),
+        weight=weight,
+        policy=policy,
+        chooses_cores=bool(policy.chooses_cores),
+        key_fn=key_fn,
+        anchor=anchor,
+        process=process,
+        storage=storage,
+        timeout=timeout,
+        ext_create=phase("on_create"),
+        ext_route=phase("route"),
+        ext_before=phase("before_execute"),
+        ext_after=phase("after_execute"),
+        ext_terminal=phase("on_terminal"),
+        on_created=host.lifecycle_caller("tokengate_token_created"),
+        on_started=host.lifecycle_caller("tokengate_token_started"),
+        on_finished=host.lifecycle_caller("tokengate_token_finished"),
+        broken=broken,
+        generation=state.generation,
+    )

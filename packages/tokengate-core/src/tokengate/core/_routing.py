@@ -1,0 +1,113 @@
+"""Core domains, their workers and bounded mailboxes (SPEC §4 layers 1, 3, 10)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from queue import SimpleQueue
+from typing import TYPE_CHECKING, Any
+
+from ._enums import TokenState
+
+if TYPE_CHECKING:
+    from ._executors import ExecutorBackend
+    from ._token import TaskToken
+
+__all__ = ("CoreDomain", "Worker")
+
+_log = logging.getLogger("tokengate.routing")
+
+_WAITING_ONLY = frozenset({TokenState.WAITING})
+_ADMITTED = TokenState.ADMITTED
+
+
+class Worker:
+    """One worker thread of a core domain, with its own mailbox."""
+
+    __slots__ = ("busy", "core_id", "index", "mailbox", "thread")
+
+    def __init__(self, core_id: int, index: int) -> None:
+        self.core_id = core_id
+        self.index = index
+        self.mailbox: SimpleQueue[TaskToken[Any] | None] = SimpleQueue()
+        self.busy = False
+        self.thread: threading.Thread | None = None
+
+    @property
+    def depth(self) -> int:
+        """Tokens waiting in this worker's mailbox."""
+        return self.mailbox.qsize()
+
+
+class CoreDomain:
+    """A core domain: ``workers_per_core`` workers, each with a mailbox bounded by
+    ``capacity``, and a backlog for the domain's tokens when every mailbox is full.
+
+    A full domain only makes its own tokens wait: routing for other domains never blocks.
+    """
+
+    __slots__ = ("_backlog_lock", "backend", "backlog", "capacity", "core_id", "cpu", "workers")
+
+    def __init__(self, core_id: int, workers: int, capacity: int, cpu: int | None) -> None:
+        self.core_id = core_id
+        self.workers = [Worker(core_id, i) for i in range(workers)]
+        self.capacity = capacity
+        self.cpu = cpu
+        self.backlog: deque[TaskToken[Any]] = deque()
+        self._backlog_lock = threading.Lock()
+        self.backend: ExecutorBackend | None = None
+
+    def dispatch(self, token: TaskToken[Any], position: int) -> None:
+        """Place a routed (``WAITING``) token: the position's worker unless another active
+        worker has a shorter mailbox; the backlog if every mailbox is full."""
+        workers = self.workers
+        worker = workers[position % len(workers)]
+        if worker.mailbox.qsize():
+            best = worker.mailbox.qsize()
+            for other in workers:
+                depth = other.mailbox.qsize()
+                if depth < best:
+                    best = depth
+                    worker = other
+            if best >= self.capacity:
+                with self._backlog_lock:
+                    if all(w.mailbox.qsize() >= self.capacity for w in workers):
+                        self.backlog.append(token)
+                        return
+                self.dispatch(token, position)
+                return
+        if token._move(_WAITING_ONLY, _ADMITTED):
+            worker.mailbox.put(token)
+
+    def requeue(self, token: TaskToken[Any]) -> None:
+        """Put an already admitted token back (a storage slot freed for it)."""
+        worker = min(self.workers, key=lambda w: w.mailbox.qsize())
+        worker.mailbox.put(token)
+
+    def refill(self, worker: Worker) -> None:
+        """Move backlog tokens into ``worker``'s mailbox (called by the worker)."""
+        mailbox = worker.mailbox
+        with self._backlog_lock:
+            room = self.capacity - mailbox.qsize()
+            backlog = self.backlog
+            while room > 0 and backlog:
+                token = backlog.popleft()
+                if token._move(_WAITING_ONLY, _ADMITTED):
+                    mailbox.put(token)
+                    room -= 1
+
+    def depth(self) -> int:
+        """Tokens queued in the domain's mailboxes and backlog."""
+        return sum(w.mailbox.qsize() for w in self.workers) + len(self.backlog)
+
+    def busy(self) -> int:
+        """Workers running a body now."""
+        return sum(1 for w in self.workers if w.busy)
+
+    def drain_backlog(self) -> list[TaskToken[Any]]:
+        """Remove and return every backlog token (used by stop)."""
+        with self._backlog_lock:
+            tokens = list(self.backlog)
+            self.backlog.clear()
+        return tokens

@@ -1,0 +1,67 @@
+"""The sticky registry: in-flight sticky keys pinned to core domains."""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Hashable
+
+__all__ = ("StickyRegistry",)
+
+_key_repr = reprlib.Repr()
+_key_repr.maxstring = 60
+_key_repr.maxother = 60
+_key_repr.maxlevel = 3
+
+
+class StickyRegistry:
+    """Maps each in-flight sticky key to its core, counting the tokens that hold it.
+
+    Not locked by itself: the coordinator calls it under its routing lock, so pinning and
+    releasing are atomic with respect to routing.
+    """
+
+    __slots__ = ("_pins",)
+
+    def __init__(self) -> None:
+        self._pins: dict[Hashable, list[int]] = {}
+
+    def acquire(self, key: Hashable, candidate: int) -> int:
+        """Return the key's pinned core, pinning it to ``candidate`` if it has none."""
+        pin = self._pins.get(key)
+        if pin is None:
+            self._pins[key] = [candidate, 1]
+            return candidate
+        pin[1] += 1
+        return pin[0]
+
+    def release(self, key: Hashable) -> None:
+        """Drop one holder of ``key``; the pin goes with its last holder."""
+        pin = self._pins.get(key)
+        if pin is None:
+            return
+        if pin[1] <= 1:
+            del self._pins[key]
+        else:
+            pin[1] -= 1
+
+    def core_of(self, key: Hashable) -> int | None:
+        """The core ``key`` is pinned to, or None."""
+        pin = self._pins.get(key)
+        return None if pin is None else pin[0]
+
+    def snapshot(self) -> dict[str, int]:
+        """Live pins as ``readable key → core``."""
+        return {self.describe(key): pin[0] for key, pin in list(self._pins.items())}
+
+    def holders(self) -> dict[Hashable, int]:
+        """Live pins as ``key → number of in-flight holders``."""
+        return {key: pin[1] for key, pin in list(self._pins.items())}
+
+    @staticmethod
+    def describe(key: Hashable) -> str:
+        if isinstance(key, tuple) and len(key) == 2:
+            return f"{key[0]}:{_key_repr.repr(key[1])}"
+        return _key_repr.repr(key)
+
+    def __len__(self) -> int:
+        return len(self._pins)

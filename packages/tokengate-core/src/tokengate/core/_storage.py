@@ -1,0 +1,69 @@
+"""Storage tiers: caps on concurrent calls per IO class, without holding workers."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._enums import StorageSpeed
+
+if TYPE_CHECKING:
+    from ._token import TaskToken
+
+__all__ = ("StorageGate",)
+
+
+class _Tier:
+    __slots__ = ("in_use", "limit", "lock", "peak", "waiting")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self.peak = 0
+        self.waiting: deque[TaskToken[Any]] = deque()
+        self.lock = threading.Lock()
+
+
+class StorageGate:
+    """One slot counter per tier. A token that finds its tier full is parked here (it does
+    not occupy a worker); when a slot frees, the slot passes to the oldest parked token,
+    which goes back to its core domain."""
+
+    def __init__(self, limits: Mapping[StorageSpeed, int]) -> None:
+        self._tiers = {tier: _Tier(limits[tier]) for tier in StorageSpeed}
+
+    def try_acquire(self, tier: StorageSpeed, token: TaskToken[Any]) -> bool:
+        """Take a slot for ``token``, or park it and return False."""
+        state = self._tiers[tier]
+        with state.lock:
+            if state.in_use < state.limit:
+                state.in_use += 1
+                state.peak = max(state.peak, state.in_use)
+                return True
+            state.waiting.append(token)
+            return False
+
+    def release(self, tier: StorageSpeed) -> TaskToken[Any] | None:
+        """Free a slot; returns the parked token the slot passes to, if any."""
+        state = self._tiers[tier]
+        with state.lock:
+            while state.waiting:
+                token = state.waiting.popleft()
+                if not token.done():
+                    return token
+            state.in_use -= 1
+            return None
+
+    def in_use(self, tier: StorageSpeed) -> int:
+        """Slots of ``tier`` taken now."""
+        return self._tiers[tier].in_use
+
+    def peak(self, tier: StorageSpeed) -> int:
+        """Most slots of ``tier`` ever taken at once."""
+        return self._tiers[tier].peak
+
+    def waiting(self, tier: StorageSpeed) -> int:
+        """Tokens parked for a slot of ``tier``."""
+        return len(self._tiers[tier].waiting)

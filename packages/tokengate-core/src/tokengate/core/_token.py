@@ -1,0 +1,414 @@
+"""``TaskToken``: the awaitable handle of one call, and its single state gate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._enums import TokenState, Weight
+from ._errors import TaskKilledError, TokenTimeoutError
+
+if TYPE_CHECKING:
+    from ._coordinator import OperationsCoordinator
+    from ._plan import OperationPlan
+
+__all__ = ("LoopBridge", "TaskToken")
+
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+_log = logging.getLogger("tokengate.coordinator")
+_perf = time.perf_counter
+_get_running_loop = asyncio._get_running_loop
+
+CREATED = TokenState.CREATED
+WAITING = TokenState.WAITING
+ADMITTED = TokenState.ADMITTED
+EXECUTING = TokenState.EXECUTING
+COMPLETED = TokenState.COMPLETED
+FAILED = TokenState.FAILED
+KILLED = TokenState.KILLED
+TIMEOUT = TokenState.TIMEOUT
+
+TERMINAL = frozenset({COMPLETED, FAILED, KILLED, TIMEOUT})
+NOT_STARTED = frozenset({CREATED, WAITING, ADMITTED})
+
+DoneCallback = Callable[["TaskToken[Any]"], object]
+
+
+class LoopBridge:
+    """Delivers token completions to one event loop, one wake-up per batch.
+
+    Worker threads push ``(callback, token, context)``; the first push after a drain schedules
+    a single ``call_soon_threadsafe``; the drain runs every callback queued by then.
+    """
+
+    __slots__ = ("_loop", "_pending", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: deque[tuple[DoneCallback, TaskToken[Any], contextvars.Context | None]] = (
+            deque()
+        )
+        self._scheduled = False
+
+    def push(
+        self, fn: DoneCallback, token: TaskToken[Any], ctx: contextvars.Context | None
+    ) -> None:
+        self._pending.append((fn, token, ctx))
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed: nobody is left to notify
+                self._scheduled = False
+                self._pending.clear()
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        pending = self._pending
+        loop = self._loop
+        while pending:
+            fn, token, ctx = pending.popleft()
+            try:
+                if ctx is None:
+                    fn(token)
+                else:
+                    ctx.run(fn, token)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                loop.call_exception_handler(
+                    {
+                        "message": f"exception in a done-callback of token {token.token_id}",
+                        "exception": exc,
+                    }
+                )
+
+
+class TaskToken(Generic[R_co]):
+    """The awaitable result of one call of a ``@task_token_guard`` function.
+
+    A token is returned at once by the call; the function runs later on a worker of the
+    coordinator. Reach the result with ``await token`` (from any running event loop, any number
+    of awaiters; ``asyncio.gather`` accepts tokens directly and cheaply), or block with
+    ``token.get(timeout)`` / ``token.result(timeout)``. Tokens do not proxy their results
+    through operators.
+
+    Every state change goes through one gate under the token's lock; the terminal move happens
+    exactly once, and its release steps (sticky pin, conductor domain, execution record,
+    waiters) run exactly once.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_asyncio_future_blocking",
+        "_callbacks",
+        "_coord",
+        "_event",
+        "_exc",
+        "_holds_slot",
+        "_kill_reason",
+        "_lock",
+        "_plan",
+        "_result",
+        "_state",
+        "args",
+        "conductor_seed",
+        "core_id",
+        "created_at",
+        "ext_data",
+        "finished_at",
+        "kwargs",
+        "started_at",
+        "sticky_key",
+        "token_id",
+        "worker_id",
+    )
+
+    _cancel_message: str | None = None
+
+    def __init__(
+        self,
+        plan: OperationPlan,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        coordinator: OperationsCoordinator,
+        token_id: str,
+    ) -> None:
+        self._plan = plan
+        self.args = args
+        self.kwargs = kwargs
+        self._coord = coordinator
+        self.token_id = token_id
+        self._state = CREATED
+        self._lock = threading.Lock()
+        self._result: Any = None
+        self._exc: BaseException | None = None
+        self._callbacks: list[tuple[DoneCallback, LoopBridge | None, Any]] | None = None
+        self._event: threading.Event | None = None
+        self._kill_reason: str | None = None
+        self._asyncio_future_blocking = False
+        self._holds_slot = False
+        self.core_id: int | None = None
+        self.worker_id: int | None = None
+        self.conductor_seed: str | None = None
+        self.sticky_key: Any = None
+        self.ext_data: Any = None
+        self.created_at = _perf()
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def operation_type(self) -> str:
+        """The operation this token belongs to (``operation_type`` or the function's qualname)."""
+        return self._plan.operation_type
+
+    @property
+    def weight(self) -> Weight:
+        """The routing class decided for the operation at decoration time."""
+        return self._plan.weight
+
+    @property
+    def state(self) -> TokenState:
+        """The current state (a snapshot: it may change right after you read it)."""
+        return self._state
+
+    @property
+    def coordinator(self) -> OperationsCoordinator:
+        """The coordinator that owns this token."""
+        return self._coord
+
+    @property
+    def process_pool(self) -> bool:
+        """True when the body runs in its core domain's worker process."""
+        return self._plan.process
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        """The undecorated function this token calls."""
+        return self._plan.func
+
+    @property
+    def tags(self) -> Mapping[str, object]:
+        """Read-only tags: the validated tags plus the routing stamps.
+
+        ``sticky_core`` is the core the token was routed to (once routed) and
+        ``conductor_seed`` the seed of its conductor domain (domain members only).
+        """
+        stamped = dict(self._plan.public_tags)
+        if self.core_id is not None:
+            stamped["sticky_core"] = self.core_id
+        if self.conductor_seed is not None:
+            stamped["conductor_seed"] = self.conductor_seed
+        return MappingProxyType(stamped)
+
+    @property
+    def kill_reason(self) -> str | None:
+        """Why the token was killed or timed out, or None."""
+        return self._kill_reason
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the body ran (start to terminal move), or None if it never started."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    def __repr__(self) -> str:
+        return f"<TaskToken {self.token_id} {self._state.value} core={self.core_id}>"
+
+    # ------------------------------------------------------------------ the state gate
+    def _move(self, allowed: frozenset[TokenState], new: TokenState) -> bool:
+        """Move to a non-terminal state if the current state is in ``allowed``."""
+        with self._lock:
+            if self._state not in allowed:
+                return False
+            self._state = new
+        return True
+
+    def _finish(
+        self,
+        state: TokenState,
+        result: Any = None,
+        exc: BaseException | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """The one terminal move. Returns False (and changes nothing) if already terminal."""
+        with self._lock:
+            if self._state in TERMINAL:
+                return False
+            self._state = state
+            self._result = result
+            self._exc = exc
+            self._kill_reason = reason
+            self.finished_at = _perf()
+            callbacks = self._callbacks
+            self._callbacks = None
+            event = self._event
+        try:
+            self._coord._on_terminal(self)
+        except BaseException:  # the release steps must never lose the waiters
+            _log.exception("release steps of token %s failed", self.token_id)
+        if event is not None:
+            event.set()
+        if callbacks:
+            self._deliver(callbacks)
+        return True
+
+    def _deliver(self, callbacks: list[tuple[DoneCallback, LoopBridge | None, Any]]) -> None:
+        for fn, bridge, ctx in callbacks:
+            if bridge is not None:
+                bridge.push(fn, self, ctx)
+            else:
+                try:
+                    fn(self)
+                except Exception:
+                    _log.exception("done-callback %r of token %s raised", fn, self.token_id)
+
+    def kill(self, reason: str = "killed") -> bool:
+        """End the token ``KILLED``.
+
+        A token not yet running never runs. A running one ends ``KILLED`` at once for its
+        awaiters (they get ``TaskKilledError``); its body finishes on its own, its result is
+        discarded and its worker counts as busy until it returns.
+
+        Returns:
+            False if the token was already terminal.
+        """
+        return self._finish(
+            KILLED, exc=TaskKilledError(f"token {self.token_id} killed: {reason}"), reason=reason
+        )
+
+    def _timeout(self, limit: float) -> bool:
+        return self._finish(
+            TIMEOUT,
+            exc=TokenTimeoutError(
+                f"token {self.token_id} ({self.operation_type}) missed its {limit:g} s deadline"
+            ),
+            reason=f"timeout after {limit:g} s",
+        )
+
+    # ------------------------------------------------------------------ blocking access
+    def done(self) -> bool:
+        """True once the token is terminal (COMPLETED, FAILED, KILLED or TIMEOUT)."""
+        return self._state in TERMINAL
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._state in TERMINAL:
+            return
+        if timeout is None and _get_running_loop() is not None:
+            raise RuntimeError(
+                f"token {self.token_id}: get() without a timeout would block the running event "
+                "loop; use 'await token' instead"
+            )
+        with self._lock:
+            if self._state in TERMINAL:
+                return
+            event = self._event
+            if event is None:
+                event = self._event = threading.Event()
+        if not event.wait(timeout):
+            raise TimeoutError(
+                f"token {self.token_id} is still {self._state.value} after waiting {timeout} s "
+                "(the token itself is unaffected)"
+            )
+
+    def get(self, timeout: float | None = None) -> R_co:
+        """Block until the token is terminal and return the function's result.
+
+        Raises:
+            TimeoutError: the wait timed out (the token is unaffected).
+            TaskKilledError: the token was killed.
+            TokenTimeoutError: the token missed its ``timeout`` tag's deadline.
+            RuntimeError: called without a timeout from inside a running event loop.
+            Exception: whatever the function raised.
+        """
+        self._wait(timeout)
+        if self._exc is not None:
+            raise self._exc
+        result: R_co = self._result
+        return result
+
+    def result(self, timeout: float | None = None) -> R_co:
+        """Alias of :meth:`get`."""
+        return self.get(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Block like :meth:`get` and return the token's exception, or None if it completed."""
+        self._wait(timeout)
+        return self._exc
+
+    def add_done_callback(
+        self, fn: Callable[[TaskToken[R_co]], object], *, context: Any = None
+    ) -> None:
+        """Call ``fn(token)`` once the token is terminal (at once if it already is).
+
+        From a thread running an asyncio event loop, ``fn`` runs on that loop (as with
+        ``asyncio.Future``); completions are delivered in batches, one loop wake-up per batch.
+        From any other thread, ``fn`` runs in the thread that completes the token (as with
+        ``concurrent.futures.Future``).
+        """
+        loop = _get_running_loop()
+        bridge = self._coord._bridge_for(loop) if loop is not None else None
+        with self._lock:
+            if self._state not in TERMINAL:
+                if self._callbacks is None:
+                    self._callbacks = [(fn, bridge, context)]
+                else:
+                    self._callbacks.append((fn, bridge, context))
+                return
+        if loop is not None:
+            loop.call_soon(fn, self, context=context)
+        else:
+            fn(self)
+
+    def remove_done_callback(self, fn: Callable[[TaskToken[R_co]], object]) -> int:
+        """Remove every pending registration of ``fn``; return how many were removed."""
+        with self._lock:
+            if not self._callbacks:
+                return 0
+            kept = [entry for entry in self._callbacks if entry[0] != fn]
+            removed = len(self._callbacks) - len(kept)
+            self._callbacks = kept
+        return removed
+
+    # ------------------------------------------------------------------ asyncio protocol
+    def __await__(self) -> Generator[Any, None, R_co]:
+        if self._state not in TERMINAL:
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
+            self.add_done_callback(_make_waker(waiter))
+            yield from waiter
+        return self.get(0)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop of the caller: a token belongs to whichever loop awaits it."""
+        return asyncio.get_running_loop()
+
+    def cancelled(self) -> bool:
+        """Always False: a killed token ends ``KILLED`` with ``TaskKilledError``, not cancelled."""
+        return False
+
+    def cancel(self, msg: object = None) -> bool:
+        """asyncio's cancellation: kills the token (``reason="cancelled"``)."""
+        return self.kill("cancelled" if msg is None else f"cancelled: {msg}")
+
+    def _make_cancelled_error(self) -> asyncio.CancelledError:
+        return asyncio.CancelledError()
+
+
+def _make_waker(waiter: asyncio.Future[None]) -> Callable[[TaskToken[Any]], None]:
+    def wake(_token: TaskToken[Any]) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    return wake
