@@ -48,7 +48,7 @@ pytest: $(STAMP)
 	$(PY) -m pytest packages/tokengate-hashing/tests packages/tokengate-core/tests packages/tokengate-conductor/tests packages/tokengate-numeric/tests tests --ignore=tests/soak -q
 
 wheels: $(STAMP)
-	$(PY) tests/tools/check_wheels.py
+	UV=$(UV) $(PY) tests/tools/check_wheels.py
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict

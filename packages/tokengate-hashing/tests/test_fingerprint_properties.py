@@ -1,4 +1,4 @@
-"""Property tests: fingerprints of plain data are hashable, deterministic and process-independent."""
+"""Property tests: plain-data fingerprints are hashable, deterministic, process-independent."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from tokengate.hashing import fast_make_hashable, make_hashable
 
-scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary()
+scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary()
+)
 hashable_scalars = scalars
 plain_data = st.recursive(
     scalars,
@@ -39,7 +41,9 @@ def rebuilt(value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(rebuilt(item) for item in value)
     if isinstance(value, set):
-        return set(reversed(list(value)))
+        members = list(value)
+        members.reverse()
+        return set(members)
     return value
 
 

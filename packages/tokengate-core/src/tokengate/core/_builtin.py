@@ -8,7 +8,13 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, StrictBool
 
-from tokengate.hashing import DigestPolicy, HashPolicy, digest_function, fast_args_key, safe_args_key
+from tokengate.hashing import (
+    DigestPolicy,
+    HashPolicy,
+    digest_function,
+    fast_args_key,
+    safe_args_key,
+)
 
 from ._enums import StorageSpeed, Weight
 from ._extensions import DefaultRoutingPolicy, OperationInfo, RoutingPolicy

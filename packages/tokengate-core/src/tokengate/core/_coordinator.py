@@ -19,6 +19,7 @@ from typing import Any, Self, TypeVar
 from pydantic import ValidationError
 
 from ._config import CoordinatorConfig, machine_cpus
+from ._deadlines import DeadlineWatcher
 from ._enums import StorageSpeed, TokenState
 from ._errors import ConfigurationError, CoordinatorNotRunningError, PluginError, RoutingError
 from ._guard import CURRENT, push_running, remove_running
@@ -33,16 +34,15 @@ from ._plugins import plugin_manager
 from ._routing import CoreDomain, Worker
 from ._sticky import StickyRegistry
 from ._storage import StorageGate
-from ._deadlines import DeadlineWatcher
 from ._token import (
     ADMITTED,
+    COMPLETED,
     CREATED,
     EXECUTING,
     FAILED,
     NOT_STARTED,
     TERMINAL,
     WAITING,
-    COMPLETED,
     LoopBridge,
     TaskToken,
 )
@@ -105,7 +105,9 @@ class OperationsCoordinator:
                     f"(got {e.get('input')!r})"
                     for e in exc.errors()
                 )
-                raise ConfigurationError(f"invalid OperationsCoordinator setting: {problems}") from None
+                raise ConfigurationError(
+                    f"invalid OperationsCoordinator setting: {problems}"
+                ) from None
         elif cores is not None or settings or workers_per_core != 4:
             raise ConfigurationError("pass either config= or keyword settings, not both")
         self._config = config
@@ -340,8 +342,7 @@ class OperationsCoordinator:
     ) -> TaskToken[Any]:
         if not self._running:
             raise CoordinatorNotRunningError(
-                f"{plan.operation_type} was called but {self._name} is not running; "
-                "start it first"
+                f"{plan.operation_type} was called but {self._name} is not running; start it first"
             )
         token: TaskToken[Any] = TaskToken(
             plan, args, kwargs, self, f"{plan.operation_type}#{next(_TOKEN_IDS)}"
@@ -359,9 +360,9 @@ class OperationsCoordinator:
                 self._deadlines.add(token, plan.timeout)
             if not token._move(_CREATED_ONLY, WAITING):
                 return token
-            if self._paused or (self._paused_ops and plan.operation_type in self._paused_ops):
-                if self._hold(token):
-                    return token
+            paused = self._paused or (self._paused_ops and plan.operation_type in self._paused_ops)
+            if paused and self._hold(token):
+                return token
             self._route(token)
         except BaseException as exc:
             self._fail_before_start(token, exc)
@@ -735,7 +736,9 @@ class OperationsCoordinator:
         The file holds ``{"timestamp", "coordinator", "total_executions", "executions"}``.
         Without ``path`` it is ``execution_history_<unix time>.json`` in the working directory.
         """
-        target = Path(path) if path is not None else Path(f"execution_history_{int(time.time())}.json")
+        target = (
+            Path(path) if path is not None else Path(f"execution_history_{int(time.time())}.json")
+        )
         records = self.recent_executions(len(self._records))
         payload = {
             "timestamp": time.time(),

@@ -64,7 +64,7 @@ class Weight(_ParseableEnum):
 
 
 class StorageSpeed(_ParseableEnum):
-    """IO class of an operation: caps its concurrent calls per tier (10 / 25 / 50 / 70 by default)."""
+    """IO class of an operation: caps its concurrent calls per tier (10/25/50/70 by default)."""
 
     SLOW = "slow"
     MODERATE = "moderate"

@@ -28,7 +28,7 @@ class TagValidationError(TokenGateError, ValueError):
 
 
 class ConfigurationError(TokenGateError, ValueError):
-    """An ``OperationsCoordinator`` setting is invalid; the message names it and the allowed range."""
+    """An ``OperationsCoordinator`` setting is invalid; the message names it and its range."""
 
 
 class CoordinatorNotRunningError(TokenGateError, RuntimeError):
@@ -39,7 +39,7 @@ class CoordinatorNotRunningError(TokenGateError, RuntimeError):
 
 
 class TaskKilledError(TokenGateError):
-    """The token was killed (``kill()``, an admin call, a drain or a stop) before it produced a result."""
+    """The token was killed (``kill()``, an admin call, a drain or a stop) before its result."""
 
 
 TaskKilledException = TaskKilledError
@@ -62,4 +62,4 @@ class PluginError(TokenGateError):
 
 
 class ProcessDomainError(TokenGateError):
-    """A process-domain token could not cross to or back from its worker process, or the process died."""
+    """A process-domain token could not cross to or from its worker process, or the process died."""

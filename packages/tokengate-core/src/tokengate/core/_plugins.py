@@ -193,7 +193,7 @@ class PluginHost:
             fields: dict[str, Any] = {
                 spec.name: (spec.annotation, spec.default) for spec in tags.specs.values()
             }
-            model = create_model(  # type: ignore[call-overload]
+            model = create_model(
                 "TokenGateTags",
                 __config__=ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True),
                 **fields,
@@ -220,8 +220,7 @@ class PluginHost:
             tags = {}
         if not isinstance(tags, Mapping):
             raise TagValidationError(
-                f"tags on {where} must be a mapping of tag name to value, "
-                f"not {type(tags).__name__}"
+                f"tags on {where} must be a mapping of tag name to value, not {type(tags).__name__}"
             )
         for key in tags:
             if not isinstance(key, str):
@@ -301,7 +300,7 @@ class PluginHost:
     def lifecycle_caller(self, hook_name: str) -> Callable[..., Any] | None:
         """The pluggy caller of a lifecycle hook, or None when no plugin implements it."""
         caller = getattr(self._pm.hook, hook_name)
-        return caller if caller.get_hookimpls() else None  # type: ignore[no-any-return]
+        return caller if caller.get_hookimpls() else None
 
     def notify_coordinator(self, hook_name: str, coordinator: object) -> None:
         """Call a coordinator lifecycle hook on every plugin, logging failures."""

@@ -37,7 +37,7 @@ class _NamedRegistry(Generic[T]):
         self._lock = threading.Lock()
 
     def register(self, name: str, value: T) -> None:
-        """Register ``value`` under ``name`` (case-insensitive); a later registration replaces it."""
+        """Register ``value`` under ``name`` (case-insensitive); registering again replaces it."""
         key = str(name).strip().lower()
         if not key:
             raise ValueError(f"a {self.kind} needs a non-empty name")

@@ -32,7 +32,7 @@ logger = logging.getLogger("tokengate.hashing")
 
 MAX_NODES: Final = 20_000
 """Objects visited per fingerprint before the rest is summarised (``'<truncated>'``)."""
-MAX_HEIGHT: Final = 32
+MAX_HEIGHT: Final = 16
 """Container levels kept as nested tuples; deeper subtrees are replaced by a digest."""
 _BYTES_INLINE: Final = 1024
 _BYTES_DIGESTED: Final = 65_536

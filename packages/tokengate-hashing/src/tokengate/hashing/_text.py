@@ -24,7 +24,7 @@ _REPR_ITEMS: Final = 6
 _REPR_STRING: Final = 48
 _REPR_LIMIT: Final = 256
 
-_TEXT_LEVELS: Final = 48
+_TEXT_LEVELS: Final = 100
 _TEXT_ITEMS: Final = 10_000
 
 
