@@ -19,7 +19,7 @@ from tokengate.hashing import (
 from ._enums import StorageSpeed, Weight
 from ._extensions import DefaultRoutingPolicy, OperationInfo, RoutingPolicy
 from ._hookspecs import hookimpl
-from ._policies import DigestPolicyRegistry, HashPolicyRegistry, TagRegistry
+from ._policies import DigestPolicyRegistry, HashPolicyRegistry, TagRegistry, safe_repr
 
 __all__ = ("BuiltinPlugin",)
 
@@ -33,17 +33,25 @@ def _enum_parser(enum_type: Any) -> Callable[[object], object]:
             return None
         try:
             return enum_type.parse(value)
-        except ValueError:
-            return value  # let pydantic report it with the allowed values
+        except Exception:  # also a value whose repr or str raises
+            if isinstance(value, str):
+                return value  # let pydantic report it with the allowed values
+            # pydantic's own enum check would call the value's repr, which may raise
+            raise ValueError(
+                f"not a {enum_type.__name__} (a member, or its value in any case)"
+            ) from None
 
     return parse
 
 
 def _named(kind: str, names: Callable[[], tuple[str, ...]]) -> Callable[[object], str]:
     def check(value: object) -> str:
-        name = str(getattr(value, "value", value)).strip().lower()
+        try:
+            name = str(getattr(value, "value", value)).strip().lower()
+        except Exception:
+            name = ""  # a value whose str raises names nothing
         if name not in names():
-            raise ValueError(f"{value!r} is not a {kind}; allowed: {', '.join(names())}")
+            raise ValueError(f"{safe_repr(value)} is not a {kind}; allowed: {', '.join(names())}")
         return name
 
     return check
@@ -101,7 +109,7 @@ class BuiltinPlugin:
         )
         registry.add(
             "timeout",
-            Annotated[float, Field(gt=0), AfterValidator(_finite)] | None,
+            Annotated[float, Field(gt=0, strict=True), AfterValidator(_finite)] | None,
             allowed="a number of seconds > 0",
             description="deadline from submission; missed → TIMEOUT",
             owner=OWNER,

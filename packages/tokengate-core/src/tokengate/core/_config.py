@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from ._enums import StorageSpeed
 
@@ -48,15 +48,15 @@ class CoordinatorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cores: int = Field(default_factory=lambda: len(machine_cpus()), ge=1, le=1024)
-    workers_per_core: int = Field(default=4, ge=1, le=256)
-    mailbox_capacity: int = Field(default=4096, ge=1)
+    cores: int = Field(default_factory=lambda: len(machine_cpus()), ge=1, le=1024, strict=True)
+    workers_per_core: int = Field(default=4, ge=1, le=256, strict=True)
+    mailbox_capacity: int = Field(default=4096, ge=1, strict=True)
     storage_limits: dict[StorageSpeed, int] = Field(
         default_factory=lambda: dict(DEFAULT_STORAGE_LIMITS)
     )
-    pin_cpus: bool = False
-    history_size: int = Field(default=10_000, ge=0)
-    operation_stats_limit: int = Field(default=1024, ge=1)
+    pin_cpus: StrictBool = False
+    history_size: int = Field(default=10_000, ge=0, strict=True)
+    operation_stats_limit: int = Field(default=1024, ge=1, strict=True)
     stop_timeout: float = Field(default=60.0, gt=0)
     process_start_method: Literal["spawn", "forkserver"] = "spawn"
 

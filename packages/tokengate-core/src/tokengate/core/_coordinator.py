@@ -58,7 +58,6 @@ _perf = time.perf_counter
 
 _TOKEN_IDS = itertools.count(1)
 _COORDINATOR_IDS = itertools.count(1)
-_CREATED_ONLY = frozenset({CREATED})
 _ADMITTED_ONLY = frozenset({ADMITTED})
 
 
@@ -118,7 +117,7 @@ class OperationsCoordinator:
         self._paused = False
         self._paused_ops: set[str] = set()
         self._held: deque[TaskToken[Any]] = deque()
-        self._tokens: dict[str, TaskToken[Any]] = {}
+        self._tokens: dict[int, TaskToken[Any]] = {}
         self._sticky = StickyRegistry()
         self._domains: list[CoreDomain] = []
         self._counters: list[int] = []
@@ -132,7 +131,6 @@ class OperationsCoordinator:
         )
         self._last_loop: asyncio.AbstractEventLoop | None = None
         self._last_bridge: LoopBridge | None = None
-        self._submitted = itertools.count()
         self._idle = threading.Event()
         self._watch_idle = False
         self._ext_state: dict[Hashable, Any] = {}
@@ -250,6 +248,8 @@ class OperationsCoordinator:
             self._running = False
         remove_running(self)
         limit = self._config.stop_timeout if timeout is None else timeout
+        if not wait:  # nothing to wait for: only a short grace for threads to exit
+            limit = min(limit, 1.0)
         deadline = time.monotonic() + max(0.0, limit)
         with self._lock:
             held = list(self._held)
@@ -300,6 +300,9 @@ class OperationsCoordinator:
                         self._name,
                         thread.name,
                     )
+        # A call that passed the running check just before stop may have registered since.
+        for token in list(self._tokens.values()):
+            token.kill("coordinator stopped")
         plugin_manager().notify_coordinator("tokengate_coordinator_stopped", self)
         _log.info("%s stopped", self._name)
 
@@ -344,10 +347,7 @@ class OperationsCoordinator:
             raise CoordinatorNotRunningError(
                 f"{plan.operation_type} was called but {self._name} is not running; start it first"
             )
-        token: TaskToken[Any] = TaskToken(
-            plan, args, kwargs, self, f"{plan.operation_type}#{next(_TOKEN_IDS)}"
-        )
-        next(self._submitted)
+        token: TaskToken[Any] = TaskToken(plan, args, kwargs, self, next(_TOKEN_IDS))
         try:
             if plan.broken is not None:
                 raise plan.broken
@@ -355,11 +355,12 @@ class OperationsCoordinator:
                 ext.on_create(token)
             if plan.on_created is not None:
                 plan.on_created(token=token)
-            self._tokens[token.token_id] = token
+            if token._state is not CREATED:  # an extension ended it already
+                return token
+            token._state = WAITING  # not yet visible to any other thread: no gate needed
+            self._tokens[token.seq] = token
             if plan.timeout is not None:
                 self._deadlines.add(token, plan.timeout)
-            if not token._move(_CREATED_ONLY, WAITING):
-                return token
             paused = self._paused or (self._paused_ops and plan.operation_type in self._paused_ops)
             if paused and self._hold(token):
                 return token
@@ -542,7 +543,7 @@ class OperationsCoordinator:
     def _on_terminal(self, token: TaskToken[Any]) -> None:
         """The release steps of a terminal move (run exactly once per token)."""
         plan = token._plan
-        self._tokens.pop(token.token_id, None)
+        self._tokens.pop(token.seq, None)
         key = token.sticky_key
         if key is not None:
             with self._route_lock:
@@ -554,7 +555,7 @@ class OperationsCoordinator:
             exc = token._exc
             self._records.append(
                 (
-                    token.token_id,
+                    token.seq,
                     plan.operation_type,
                     state,
                     duration,
@@ -598,11 +599,13 @@ class OperationsCoordinator:
     # ------------------------------------------------------------------ admin
     def get_token(self, token_id: str) -> TaskToken[Any] | None:
         """The in-flight token with this id, or None (terminal tokens are not kept)."""
-        return self._tokens.get(token_id)
+        _, _, seq = token_id.rpartition("#")
+        token = self._tokens.get(int(seq)) if seq.isdigit() else None
+        return token if token is not None and token.token_id == token_id else None
 
     def kill_token(self, token_id: str, reason: str = "killed by admin") -> bool:
         """Kill one in-flight token by id. Returns False if it is unknown or already terminal."""
-        token = self._tokens.get(token_id)
+        token = self.get_token(token_id)
         return token.kill(reason) if token is not None else False
 
     def kill_operation(self, operation_type: str, reason: str = "killed by admin") -> int:
@@ -651,14 +654,14 @@ class OperationsCoordinator:
 
     def _release_held(self) -> None:
         with self._lock:
-            ready = [
-                t
-                for t in self._held
-                if not self._paused and t.operation_type not in self._paused_ops
-            ]
+            if self._paused or not self._held:
+                return
+            ready: list[TaskToken[Any]] = []
+            keep: list[TaskToken[Any]] = []
+            for t in self._held:
+                (keep if t.operation_type in self._paused_ops else ready).append(t)
             if not ready:
                 return
-            keep = [t for t in self._held if t not in ready]
             self._held.clear()
             self._held.extend(keep)
         for token in ready:
@@ -690,7 +693,7 @@ class OperationsCoordinator:
             )
             for domain in self._domains
         )
-        submitted = _count_value(self._submitted)
+        submitted = sum(self._metrics.totals().values()) + len(self._tokens)
         return CoordinatorStats(
             running=self._running,
             paused=self._paused,
@@ -717,7 +720,7 @@ class OperationsCoordinator:
         rows = list(self._records)[-limit:] if limit > 0 else []
         return [
             ExecutionRecord(
-                token_id=row[0],
+                token_id=f"{row[1]}#{row[0]}",
                 operation_type=row[1],
                 state=row[2].value,
                 success=row[2] is COMPLETED,
@@ -760,8 +763,3 @@ class OperationsCoordinator:
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"<OperationsCoordinator {self._name} {state} cores={self.cores}>"
-
-
-def _count_value(counter: itertools.count[int]) -> int:
-    """The next value of an ``itertools.count`` without consuming it (its repr is count(n))."""
-    return int(repr(counter)[6:-1])

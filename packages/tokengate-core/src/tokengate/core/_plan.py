@@ -54,7 +54,7 @@ def compile_plan(
     operation_type: str,
     tags: Mapping[str, object] | None,
     *,
-    warn_stacklevel: int = 4,
+    warn_stacklevel: int = 3,
 ) -> OperationPlan:
     """Validate the tags and ask the plugins everything that can be asked once.
 

@@ -13,14 +13,14 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from tokengate.hashing import HandlerRegistry, default_registry
+from tokengate.hashing import Handler, HandlerRegistry, default_registry
 
 from . import _hookspecs
 from ._builtin import BuiltinPlugin
 from ._enums import Weight
 from ._errors import PluginError, TagValidationError
 from ._extensions import OperationInfo, RoutingPolicy, TokenExtension
-from ._policies import DigestPolicyRegistry, HashPolicyRegistry, TagRegistry
+from ._policies import DigestPolicyRegistry, HashPolicyRegistry, TagRegistry, safe_repr
 
 __all__ = ("PluginHost", "PluginInfo", "plugin_manager")
 
@@ -35,6 +35,26 @@ KNOWN_PLUGIN_TAGS: Mapping[str, str] = {
     "external_calls": "tokengate-conductor",
     "digest_policy": "tokengate-conductor",
 }
+
+
+class _PluginHandlers(HandlerRegistry):
+    """The registry plugins fill in ``tokengate_register_hash_handlers``: a scratch registry
+    that remembers what was registered, so the host can apply exactly that to the default
+    registry (without wiping handlers registered there directly)."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[type | str, Handler] = {}
+
+    def register(self, cls: type, handler: Handler) -> None:
+        super().register(cls, handler)
+        self.entries[cls] = handler
+
+    def register_lazy(self, qualified_name: str, handler: Handler) -> None:
+        super().register_lazy(qualified_name, handler)
+        self.entries[qualified_name] = handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +99,7 @@ class PluginHost:
         self._state: HostState | None = None
         self._distributions: dict[str, str] = {}
         self._load_errors: list[str] = []
+        self._plugin_handlers: dict[type | str, Handler] = {}
         self._pm.register(BuiltinPlugin(), name=BUILTIN_NAME)
         if autoload is None:
             autoload = os.environ.get(AUTOLOAD_ENV, "").strip().lower() not in {"1", "true", "yes"}
@@ -166,9 +187,27 @@ class PluginHost:
         return errors
 
     def _refresh_hash_handlers(self) -> None:
+        """Apply the plugins' fingerprint handlers to the default registry.
+
+        Only handlers that plugins registered before and no longer do are removed; handlers
+        registered in the default registry by hand are kept, and the registry is never empty
+        in between (routing on other threads keeps its fingerprints).
+        """
+        scratch = _PluginHandlers()
+        self._call_each("tokengate_register_hash_handlers", registry=scratch)
         registry: HandlerRegistry = default_registry()
-        registry.clear()
-        self._call_each("tokengate_register_hash_handlers", registry=registry)
+        previous, current = self._plugin_handlers, scratch.entries
+        for key, handler in previous.items():
+            if key not in current and _handler_of(registry, key) is handler:
+                registry.unregister(key)
+        for key, handler in current.items():
+            if previous.get(key) is handler and _handler_of(registry, key) is handler:
+                continue
+            if isinstance(key, str):
+                registry.register_lazy(key, handler)
+            else:
+                registry.register(key, handler)
+        self._plugin_handlers = dict(current)
 
     def state(self) -> HostState:
         """The registries and the tag model for the current plugins (built once per change)."""
@@ -247,7 +286,7 @@ class PluginHost:
                 allowed = f"; allowed: {spec.allowed}" if spec and spec.allowed else ""
                 problems.append(
                     f"tag {name!r} on {where}: {error.get('msg', 'invalid')} "
-                    f"(got {tags.get(name)!r}){allowed}"
+                    f"(got {safe_repr(tags.get(name))}){allowed}"
                 )
             raise TagValidationError("; ".join(problems)) from None
         values = {key: getattr(model, key) for key in tags}
@@ -298,9 +337,30 @@ class PluginHost:
         return tuple(extensions)
 
     def lifecycle_caller(self, hook_name: str) -> Callable[..., Any] | None:
-        """The pluggy caller of a lifecycle hook, or None when no plugin implements it."""
+        """A direct caller of a token lifecycle hook (``notify(token=token)``), or None when no
+        plugin implements it.
+
+        The implementations are resolved now, in pluggy's call order, so a notification per
+        token costs plain function calls and no pluggy dispatch. Only hook wrappers, which need
+        pluggy's machinery, make it fall back to the pluggy caller. As with pluggy, the first
+        exception stops the notification and propagates.
+        """
         caller = getattr(self._pm.hook, hook_name)
-        return caller if caller.get_hookimpls() else None
+        impls = caller.get_hookimpls()
+        if not impls:
+            return None
+        if any(impl.hookwrapper or impl.wrapper for impl in impls):
+            return caller  # type: ignore[no-any-return]
+        calls = tuple((impl.function, bool(impl.argnames)) for impl in reversed(impls))
+
+        def notify(*, token: object) -> None:
+            for function, wants_token in calls:
+                if wants_token:
+                    function(token)
+                else:
+                    function()
+
+        return notify
 
     def notify_coordinator(self, hook_name: str, coordinator: object) -> None:
         """Call a coordinator lifecycle hook on every plugin, logging failures."""
@@ -322,6 +382,15 @@ class PluginHost:
         """Messages of plugins that failed to load or register."""
         state = self.state()
         return state.errors
+
+
+def _handler_of(registry: HandlerRegistry, key: type | str) -> Handler | None:
+    """The handler registered under exactly ``key`` (a class or a qualified name), or None."""
+    if key not in registry:
+        return None
+    if isinstance(key, str):
+        return registry._by_name.get(key)
+    return registry._by_type.get(key)
 
 
 _HOST: PluginHost | None = None

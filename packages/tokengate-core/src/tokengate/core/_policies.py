@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,22 @@ __all__ = (
     "TagRegistry",
     "TagRule",
     "TagSpec",
+    "safe_repr",
 )
+
+_value_repr = reprlib.Repr()
+_value_repr.maxstring = 80
+_value_repr.maxother = 80
+
+
+def safe_repr(value: object) -> str:
+    """A bounded ``repr`` for error messages that never raises (a value's own ``__repr__``
+    may fail or be huge)."""
+    try:
+        return _value_repr.repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object with a failing repr>"
+
 
 KeyFunction = Callable[[tuple[Any, ...], Mapping[str, Any]], Hashable]
 """``key(args, kwargs) -> fingerprint`` of a hash policy; None as a policy means free routing."""

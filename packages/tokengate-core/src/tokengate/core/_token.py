@@ -42,6 +42,11 @@ NOT_STARTED = frozenset({CREATED, WAITING, ADMITTED})
 
 DoneCallback = Callable[["TaskToken[Any]"], object]
 
+# State-gate locks are striped: a token takes one of these by its sequence number instead of
+# allocating its own. Safe because no code path holds a token's lock while taking another's.
+_LOCK_STRIPES = 256
+_LOCKS = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
+
 
 class LoopBridge:
     """Delivers token completions to one event loop, one wake-up per batch.
@@ -66,7 +71,10 @@ class LoopBridge:
         if not self._scheduled:
             self._scheduled = True
             try:
-                self._loop.call_soon_threadsafe(self._drain)
+                if _get_running_loop() is self._loop:
+                    self._loop.call_soon(self._drain)
+                else:
+                    self._loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the loop is closed: nobody is left to notify
                 self._scheduled = False
                 self._pending.clear()
@@ -114,11 +122,13 @@ class TaskToken(Generic[R_co]):
         "_coord",
         "_event",
         "_exc",
+        "_finisher",
         "_holds_slot",
         "_kill_reason",
         "_lock",
         "_plan",
         "_result",
+        "_settled",
         "_state",
         "args",
         "conductor_seed",
@@ -127,9 +137,9 @@ class TaskToken(Generic[R_co]):
         "ext_data",
         "finished_at",
         "kwargs",
+        "seq",
         "started_at",
         "sticky_key",
-        "token_id",
         "worker_id",
     )
 
@@ -141,15 +151,15 @@ class TaskToken(Generic[R_co]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         coordinator: OperationsCoordinator,
-        token_id: str,
+        seq: int,
     ) -> None:
         self._plan = plan
         self.args = args
         self.kwargs = kwargs
         self._coord = coordinator
-        self.token_id = token_id
+        self.seq = seq
         self._state = CREATED
-        self._lock = threading.Lock()
+        self._lock = _LOCKS[seq % _LOCK_STRIPES]
         self._result: Any = None
         self._exc: BaseException | None = None
         self._callbacks: list[tuple[DoneCallback, LoopBridge | None, Any]] | None = None
@@ -157,6 +167,8 @@ class TaskToken(Generic[R_co]):
         self._kill_reason: str | None = None
         self._asyncio_future_blocking = False
         self._holds_slot = False
+        self._settled = False
+        self._finisher: int | None = None
         self.core_id: int | None = None
         self.worker_id: int | None = None
         self.conductor_seed: str | None = None
@@ -167,6 +179,11 @@ class TaskToken(Generic[R_co]):
         self.finished_at: float | None = None
 
     # ------------------------------------------------------------------ identity
+    @property
+    def token_id(self) -> str:
+        """Unique in the process: ``<operation_type>#<sequence number>``."""
+        return f"{self._plan.operation_type}#{self.seq}"
+
     @property
     def operation_type(self) -> str:
         """The operation this token belongs to (``operation_type`` or the function's qualname)."""
@@ -179,7 +196,11 @@ class TaskToken(Generic[R_co]):
 
     @property
     def state(self) -> TokenState:
-        """The current state (a snapshot: it may change right after you read it)."""
+        """The current state (a snapshot: it may change right after you read it).
+
+        The state turns terminal at the terminal move, just before its release steps run;
+        :meth:`done`, ``get`` and ``await`` report the end only once those steps are complete.
+        """
         return self._state
 
     @property
@@ -233,6 +254,8 @@ class TaskToken(Generic[R_co]):
             if self._state not in allowed:
                 return False
             self._state = new
+            if new is EXECUTING:  # stamped inside the gate: a kill cannot slip in between
+                self.started_at = _perf()
         return True
 
     def _finish(
@@ -251,13 +274,18 @@ class TaskToken(Generic[R_co]):
             self._exc = exc
             self._kill_reason = reason
             self.finished_at = _perf()
-            callbacks = self._callbacks
-            self._callbacks = None
-            event = self._event
+            self._finisher = threading.get_ident()
         try:
             self._coord._on_terminal(self)
         except BaseException:  # the release steps must never lose the waiters
             _log.exception("release steps of token %s failed", self.token_id)
+        # Waiters are released only after the release steps: whoever sees the token done
+        # also sees its sticky pin released, its record written and the token table updated.
+        with self._lock:
+            self._settled = True
+            callbacks = self._callbacks
+            self._callbacks = None
+            event = self._event
         if event is not None:
             event.set()
         if callbacks:
@@ -299,19 +327,22 @@ class TaskToken(Generic[R_co]):
 
     # ------------------------------------------------------------------ blocking access
     def done(self) -> bool:
-        """True once the token is terminal (COMPLETED, FAILED, KILLED or TIMEOUT)."""
-        return self._state in TERMINAL
+        """True once the token is terminal (COMPLETED, FAILED, KILLED or TIMEOUT) and the
+        release steps of its terminal move have run."""
+        return self._settled
 
     def _wait(self, timeout: float | None) -> None:
-        if self._state in TERMINAL:
+        if self._settled:
             return
+        if self._finisher == threading.get_ident():
+            return  # a release step (plugin hook) of this very token asks for its outcome
         if timeout is None and _get_running_loop() is not None:
             raise RuntimeError(
                 f"token {self.token_id}: get() without a timeout would block the running event "
                 "loop; use 'await token' instead"
             )
         with self._lock:
-            if self._state in TERMINAL:
+            if self.done():  # settled meanwhile (a call, so the check above does not narrow it)
                 return
             event = self._event
             if event is None:
@@ -360,14 +391,14 @@ class TaskToken(Generic[R_co]):
         loop = _get_running_loop()
         bridge = self._coord._bridge_for(loop) if loop is not None else None
         with self._lock:
-            if self._state not in TERMINAL:
+            if not self._settled:
                 if self._callbacks is None:
                     self._callbacks = [(fn, bridge, context)]
                 else:
                     self._callbacks.append((fn, bridge, context))
                 return
-        if loop is not None:
-            loop.call_soon(fn, self, context=context)
+        if bridge is not None:
+            bridge.push(fn, self, context)
         else:
             fn(self)
 
@@ -383,7 +414,7 @@ class TaskToken(Generic[R_co]):
 
     # ------------------------------------------------------------------ asyncio protocol
     def __await__(self) -> Generator[Any, None, R_co]:
-        if self._state not in TERMINAL:
+        if not self._settled:
             loop = asyncio.get_running_loop()
             waiter = loop.create_future()
             self.add_done_callback(_make_waker(waiter))

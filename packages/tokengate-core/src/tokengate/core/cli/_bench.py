@@ -1,0 +1,695 @@
+"""``tokengate bench``: the maximum-concurrency workload and the no-op micro-benchmark.
+
+Three sides run the same waves of the same bodies in one process, alternating wave by wave so
+that drift (a noisy neighbour, frequency scaling) hits every side alike:
+
+* ``tokengate`` — the decorated operations on an ``OperationsCoordinator`` (default config),
+  each wave submitted and then ``asyncio.gather``-ed;
+* ``threadpool`` — ``concurrent.futures.ThreadPoolExecutor`` (default size) with
+  ``asyncio.wrap_future`` and ``asyncio.gather``;
+* ``loop`` — a plain loop over the bodies in the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokengate.core import OperationsCoordinator, TaskToken
+
+from . import _workload
+from ._stats import SideSummary, Target, WaveResult, percentile, summarize
+from ._workload import Call
+
+__all__ = (
+    "SIDES",
+    "BenchOptions",
+    "BenchReport",
+    "MemoryResult",
+    "NoopResult",
+    "run_bench",
+    "run_noop",
+)
+
+TOKENGATE = "tokengate"
+THREADPOOL = "threadpool"
+LOOP = "loop"
+SIDES = (TOKENGATE, THREADPOOL, LOOP)
+SIDE_TITLES = {
+    TOKENGATE: "TokenGate",
+    THREADPOOL: "ThreadPoolExecutor",
+    LOOP: "one-thread loop",
+}
+
+#: SPEC §9 targets.
+TARGET_VS_THREADPOOL = 2.0
+TARGET_VS_LOOP = 0.85
+TARGET_NOOP = 3.0
+TARGET_MEMORY = 0.8
+
+_perf = time.perf_counter
+_cpu = time.process_time
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """What to run.
+
+    Attributes:
+        waves: how many of the 15 waves (the first ``waves``).
+        baseline: also run the ``threadpool`` and ``loop`` sides.
+        only: run this one side alone (used for the memory measurement).
+        warmup: calls per side before the first wave.
+        pause: seconds between waves.
+        wave_timeout: seconds a wave may take before its missing calls count as failed.
+    """
+
+    waves: int = _workload.FULL_WAVES
+    baseline: bool = False
+    only: str | None = None
+    warmup: int = _workload.WARMUP_TOKENS
+    pause: float = _workload.WAVE_PAUSE
+    wave_timeout: float = 600.0
+
+    @property
+    def sides(self) -> tuple[str, ...]:
+        """The sides this run measures."""
+        if self.only is not None:
+            return (self.only,)
+        return SIDES if self.baseline else (TOKENGATE,)
+
+
+@dataclass(frozen=True, slots=True)
+class NoopResult:
+    """The no-op micro-benchmark: medians of several alternating rounds.
+
+    Attributes:
+        tokens: no-op calls per round.
+        rounds: rounds per side.
+        tokengate_rates: calls/s of each TokenGate round.
+        threadpool_rates: calls/s of each ThreadPoolExecutor round.
+        failed: calls that did not return None.
+    """
+
+    tokens: int
+    rounds: int
+    tokengate_rates: tuple[float, ...]
+    threadpool_rates: tuple[float, ...]
+    failed: int
+
+    @property
+    def tokengate(self) -> float:
+        """Median calls/s of TokenGate."""
+        return statistics.median(self.tokengate_rates) if self.tokengate_rates else 0.0
+
+    @property
+    def threadpool(self) -> float:
+        """Median calls/s of the ThreadPoolExecutor."""
+        return statistics.median(self.threadpool_rates) if self.threadpool_rates else 0.0
+
+    @property
+    def target(self) -> Target:
+        """TokenGate / ThreadPoolExecutor against SPEC §9 (>= 3x)."""
+        ratio = self.tokengate / self.threadpool if self.threadpool else 0.0
+        return Target("no-op tokens: TokenGate / ThreadPoolExecutor", ratio, TARGET_NOOP)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every figure, JSON-ready."""
+        return {
+            "tokens": self.tokens,
+            "rounds": self.rounds,
+            "failed": self.failed,
+            "tokengate_tokens_per_s": self.tokengate,
+            "threadpool_tokens_per_s": self.threadpool,
+            "tokengate_rounds": list(self.tokengate_rates),
+            "threadpool_rounds": list(self.threadpool_rates),
+            "ratio": self.target.value,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryResult:
+    """Peak memory of each side, each run alone in a fresh subprocess.
+
+    Attributes:
+        peak_rss_mb: side → peak resident set size of its process (MiB).
+        start_rss_mb: side → resident set size before its first wave (MiB).
+        retained_blocks: side → memory blocks still allocated after the run and a full
+            collection, minus those before it (``sys.getallocatedblocks``).
+    """
+
+    peak_rss_mb: dict[str, float]
+    start_rss_mb: dict[str, float]
+    retained_blocks: dict[str, int]
+
+    def growth_mb(self, side: str) -> float:
+        """Peak minus start: what the waves themselves needed."""
+        return self.peak_rss_mb[side] - self.start_rss_mb[side]
+
+    @property
+    def target(self) -> Target | None:
+        """TokenGate's peak growth / the ThreadPoolExecutor's against SPEC §9 (<= 0.8x)."""
+        if TOKENGATE not in self.peak_rss_mb or THREADPOOL not in self.peak_rss_mb:
+            return None
+        base = self.growth_mb(THREADPOOL)
+        ratio = self.growth_mb(TOKENGATE) / base if base > 0 else 0.0
+        return Target(
+            "peak memory growth: TokenGate / ThreadPoolExecutor",
+            ratio,
+            TARGET_MEMORY,
+            higher_is_better=False,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every figure, JSON-ready."""
+        return {
+            "peak_rss_mb": self.peak_rss_mb,
+            "start_rss_mb": self.start_rss_mb,
+            "growth_mb": {side: self.growth_mb(side) for side in self.peak_rss_mb},
+            "retained_blocks": self.retained_blocks,
+        }
+
+
+@dataclass(slots=True)
+class BenchReport:
+    """Everything one ``tokengate bench`` run measured.
+
+    Attributes:
+        options: what was run.
+        sides: side → its summary (waves included).
+        wall_s: real wall time of the whole run.
+        cores: core domains of the coordinator.
+        workers_per_core: workers per core domain.
+        threadpool_workers: threads of the ThreadPoolExecutor.
+        noop: the no-op micro-benchmark, when it ran.
+        memory: per-side peak memory, when it was measured.
+        problems: what failed (empty when the run is sound).
+    """
+
+    options: BenchOptions
+    sides: dict[str, SideSummary] = field(default_factory=dict)
+    wall_s: float = 0.0
+    cores: int = 0
+    workers_per_core: int = 0
+    threadpool_workers: int = 0
+    noop: NoopResult | None = None
+    memory: MemoryResult | None = None
+    problems: list[str] = field(default_factory=list)
+    rss: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no call failed or was lost and nothing else went wrong."""
+        return not self.problems
+
+    def targets(self) -> list[Target]:
+        """The SPEC §9 ratios this run can compute."""
+        out: list[Target] = []
+        tg = self.sides.get(TOKENGATE)
+        pool = self.sides.get(THREADPOOL)
+        loop = self.sides.get(LOOP)
+        if tg is not None and pool is not None and pool.end_to_end:
+            out.append(
+                Target(
+                    "end to end: TokenGate / ThreadPoolExecutor",
+                    tg.end_to_end / pool.end_to_end,
+                    TARGET_VS_THREADPOOL,
+                )
+            )
+        if tg is not None and loop is not None and loop.end_to_end:
+            out.append(
+                Target(
+                    "end to end: TokenGate / one-thread loop",
+                    tg.end_to_end / loop.end_to_end,
+                    TARGET_VS_LOOP,
+                )
+            )
+        if self.noop is not None:
+            out.append(self.noop.target)
+        if self.memory is not None and self.memory.target is not None:
+            out.append(self.memory.target)
+        return out
+
+    def ratios(self) -> dict[str, float]:
+        """TokenGate / each baseline for the main figures (informational)."""
+        tg = self.sides.get(TOKENGATE)
+        out: dict[str, float] = {}
+        if tg is None:
+            return out
+        for name in (THREADPOOL, LOOP):
+            other = self.sides.get(name)
+            if other is None:
+                continue
+            for figure, mine, theirs in (
+                ("end_to_end", tg.end_to_end, other.end_to_end),
+                ("sustained", tg.sustained, other.sustained),
+                ("peak", tg.peak, other.peak),
+                ("latency_p50", tg.latency_ms(50), other.latency_ms(50)),
+                ("latency_p99", tg.latency_ms(99), other.latency_ms(99)),
+                ("cpu_per_token", tg.cpu_us_per_token, other.cpu_us_per_token),
+            ):
+                out[f"{figure}_vs_{name}"] = mine / theirs if theirs else 0.0
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every figure of the run, JSON-ready."""
+        return {
+            "meta": {
+                "python": platform.python_version(),
+                "implementation": platform.python_implementation(),
+                "platform": platform.platform(),
+                "cpus": len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else os.cpu_count(),
+                "timestamp": time.time(),
+                "wall_s": self.wall_s,
+            },
+            "config": {
+                "waves": self.options.waves,
+                "wave_sizes": _workload.wave_sizes(self.options.waves),
+                "warmup_tokens": self.options.warmup,
+                "pause_s": self.options.pause,
+                "sides": list(self.options.sides),
+                "cores": self.cores,
+                "workers_per_core": self.workers_per_core,
+                "threadpool_workers": self.threadpool_workers,
+            },
+            "sides": {name: side.as_dict() for name, side in self.sides.items()},
+            "ratios": self.ratios(),
+            "targets": [t.as_dict() for t in self.targets()],
+            "noop": self.noop.as_dict() if self.noop is not None else None,
+            "memory": self.memory.as_dict() if self.memory is not None else None,
+            "rss": self.rss,
+            "verdict": {
+                "ok": self.ok,
+                "failed_tokens": sum(s.failed for s in self.sides.values())
+                + (self.noop.failed if self.noop is not None else 0),
+                "problems": list(self.problems),
+            },
+        }
+
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`as_dict` to ``path``; returns the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(self.as_dict(), indent=2))
+        return target
+
+
+# ---------------------------------------------------------------------- one wave per side
+async def _settle(awaitables: Sequence[Any], timeout: float) -> tuple[list[Any] | None, float]:
+    """Gather with a safety timeout; returns (results or None on timeout, end stamp)."""
+    gathered = asyncio.gather(*awaitables, return_exceptions=True)
+    try:
+        results = await asyncio.wait_for(asyncio.shield(gathered), timeout)
+    except TimeoutError:
+        gathered.cancel()
+        return None, _perf()
+    return results, _perf()
+
+
+def _count(results: Sequence[Any] | None, size: int) -> tuple[int, str | None]:
+    if results is None:
+        return size, f"the wave did not finish within its timeout ({size} calls counted lost)"
+    failed = 0
+    first: str | None = None
+    for result in results:
+        if isinstance(result, BaseException):
+            failed += 1
+            if first is None:
+                first = repr(result)
+    return failed, first
+
+
+async def tokengate_wave(calls: Sequence[Call], wave: int, timeout: float) -> WaveResult:
+    """Submit every call as a token, then gather them."""
+    cpu = _cpu()
+    start = _perf()
+    tokens: list[TaskToken[Any]] = [call.operation.submit(*call.args) for call in calls]
+    submitted = _perf()
+    results, end = await _settle(tokens, timeout)
+    cpu = _cpu() - cpu
+    failed, first = _count(results, len(calls))
+    latencies = sorted(
+        t.finished_at - t.created_at if t.finished_at is not None else end - t.created_at
+        for t in tokens
+    )
+    task_s = 0.0
+    for t in tokens:
+        duration = t.duration
+        if duration is not None:
+            task_s += duration
+    return WaveResult(
+        TOKENGATE,
+        wave,
+        len(calls),
+        len(calls) - failed,
+        failed,
+        submitted - start,
+        end - submitted,
+        task_s,
+        latencies,
+        first,
+        cpu,
+    )
+
+
+def _timed(body: Callable[..., Any], args: tuple[Any, ...], stamps: list[float], j: int) -> Any:
+    """Run a body on a pool thread, stamping its start and end (the baseline's bookkeeping)."""
+    stamps[2 * j] = _perf()
+    try:
+        return body(*args)
+    finally:
+        stamps[2 * j + 1] = _perf()
+
+
+async def threadpool_wave(
+    pool: ThreadPoolExecutor, calls: Sequence[Call], wave: int, timeout: float
+) -> WaveResult:
+    """Submit every call to the pool, wrap each future for asyncio, then gather them."""
+    loop = asyncio.get_running_loop()
+    size = len(calls)
+    stamps = [0.0] * (2 * size)
+    submitted_at = [0.0] * size
+    wrap = asyncio.wrap_future
+    submit = pool.submit
+    cpu = _cpu()
+    start = _perf()
+    futures = []
+    for j, call in enumerate(calls):
+        submitted_at[j] = _perf()
+        futures.append(wrap(submit(_timed, call.operation.body, call.args, stamps, j), loop=loop))
+    submitted = _perf()
+    results, end = await _settle(futures, timeout)
+    cpu = _cpu() - cpu
+    failed, first = _count(results, size)
+    latencies = sorted((stamps[2 * j + 1] or end) - submitted_at[j] for j in range(size))
+    task_s = sum(stamps[2 * j + 1] - stamps[2 * j] for j in range(size) if stamps[2 * j + 1])
+    return WaveResult(
+        THREADPOOL,
+        wave,
+        size,
+        size - failed,
+        failed,
+        submitted - start,
+        end - submitted,
+        task_s,
+        latencies,
+        first,
+        cpu,
+    )
+
+
+def loop_wave(calls: Sequence[Call], wave: int) -> WaveResult:
+    """Run every body in this thread, one after the other."""
+    size = len(calls)
+    ends = [0.0] * size
+    task_s = 0.0
+    failed = 0
+    first: str | None = None
+    cpu = _cpu()
+    start = _perf()
+    for j, call in enumerate(calls):
+        began = _perf()
+        try:
+            call.operation.body(*call.args)
+        except Exception as exc:
+            failed += 1
+            if first is None:
+                first = repr(exc)
+        finished = ends[j] = _perf()
+        task_s += finished - began
+    end = _perf()
+    cpu = _cpu() - cpu
+    # The loop has no submission: every call is issued when the wave starts.
+    latencies = sorted(stamp - start for stamp in ends)
+    return WaveResult(
+        LOOP, wave, size, size - failed, failed, 0.0, end - start, task_s, latencies, first, cpu
+    )
+
+
+# ---------------------------------------------------------------------- the run
+class WaveListener:
+    """Receives progress while the benchmark runs (the renderer implements it)."""
+
+    def begin(self, sizes: Sequence[int], sides: Sequence[str]) -> None:
+        """Before the warm-up."""
+
+    def wave_started(self, wave: int, size: int) -> None:
+        """Before the first side of a wave."""
+
+    def side_done(self, result: WaveResult) -> None:
+        """After one side of a wave (outside every timed span)."""
+
+    def end(self) -> None:
+        """After the last wave."""
+
+
+class _Sides:
+    """The three ways of running a wave, with what each needs."""
+
+    def __init__(
+        self, coordinator: OperationsCoordinator | None, pool: ThreadPoolExecutor | None
+    ) -> None:
+        self.coordinator = coordinator
+        self.pool = pool
+
+    async def run(self, side: str, calls: Sequence[Call], wave: int, timeout: float) -> WaveResult:
+        if side == TOKENGATE:
+            return await tokengate_wave(calls, wave, timeout)
+        if side == THREADPOOL:
+            assert self.pool is not None
+            return await threadpool_wave(self.pool, calls, wave, timeout)
+        return loop_wave(calls, wave)
+
+
+async def _bench_async(options: BenchOptions, report: BenchReport, listener: WaveListener) -> None:
+    sides = options.sides
+    sizes = _workload.wave_sizes(options.waves)
+    coordinator = OperationsCoordinator() if TOKENGATE in sides else None
+    pool = ThreadPoolExecutor() if THREADPOOL in sides else None
+    if coordinator is not None:
+        report.cores = coordinator.cores
+        report.workers_per_core = coordinator.workers_per_core
+        coordinator.start()
+    if pool is not None:
+        report.threadpool_workers = pool._max_workers
+    runner = _Sides(coordinator, pool)
+    waves: dict[str, list[WaveResult]] = {side: [] for side in sides}
+    warmup_s: dict[str, float] = {}
+    listener.begin(sizes, sides)
+    try:
+        warm_calls = _workload.calls_for_wave(options.warmup)
+        for side in sides:
+            began = _perf()
+            warm = await runner.run(side, warm_calls, 0, options.wave_timeout)
+            warmup_s[side] = _perf() - began
+            if warm.failed:
+                report.problems.append(
+                    f"{SIDE_TITLES[side]}: {warm.failed} warm-up calls failed "
+                    f"(first: {warm.first_error})"
+                )
+        gc.collect()
+        report.rss["start_mb"] = _rss_mb()
+        for index, size in enumerate(sizes, start=1):
+            calls = _workload.calls_for_wave(size)
+            listener.wave_started(index, size)
+            shift = (index - 1) % len(sides)
+            for side in sides[shift:] + sides[:shift]:
+                gc.collect()
+                await asyncio.sleep(options.pause)
+                result = await runner.run(side, calls, index, options.wave_timeout)
+                waves[side].append(result)
+                listener.side_done(result)
+                if result.failed:
+                    report.problems.append(
+                        f"{SIDE_TITLES[side]} wave {index}: {result.failed} of {result.tokens} "
+                        f"calls failed (first: {result.first_error})"
+                    )
+            del calls
+    finally:
+        listener.end()
+        if coordinator is not None:
+            coordinator.stop()
+            leftovers = coordinator.stats().in_flight
+            if leftovers:
+                report.problems.append(f"TokenGate: {leftovers} tokens still in flight at stop")
+        if pool is not None:
+            pool.shutdown(wait=True)
+    pause_s = options.pause * len(sizes)
+    for side in sides:
+        report.sides[side] = summarize(side, waves[side], warmup_s.get(side, 0.0), pause_s)
+    gc.collect()
+    report.rss["peak_mb"] = _peak_rss_mb()
+    report.rss["end_mb"] = _rss_mb()
+
+
+def run_bench(
+    options: BenchOptions,
+    listener: WaveListener | None = None,
+    *,
+    noop_tokens: int = 0,
+    noop_rounds: int = 5,
+    memory: bool = False,
+) -> BenchReport:
+    """Run the benchmark (and, if asked, the no-op micro-benchmark and the memory runs)."""
+    report = BenchReport(options)
+    began = _perf()
+    blocks_before = _blocks()
+    asyncio.run(_bench_async(options, report, listener or WaveListener()))
+    if options.only is not None:
+        report.rss["retained_blocks"] = float(_blocks() - blocks_before)
+    if noop_tokens > 0:
+        report.noop = run_noop(noop_tokens, noop_rounds)
+        if report.noop.failed:
+            report.problems.append(f"no-op benchmark: {report.noop.failed} calls failed")
+    if memory:
+        report.memory = measure_memory(options)
+    report.wall_s = _perf() - began
+    return report
+
+
+# ---------------------------------------------------------------------- the no-op micro
+async def _noop_tokengate(count: int) -> tuple[float, int]:
+    noop = _workload.noop
+    start = _perf()
+    tokens = [noop() for _ in range(count)]
+    results = await asyncio.gather(*tokens, return_exceptions=True)
+    elapsed = _perf() - start
+    return count / elapsed, sum(1 for r in results if r is not None)
+
+
+async def _noop_threadpool(pool: ThreadPoolExecutor, count: int) -> tuple[float, int]:
+    loop = asyncio.get_running_loop()
+    body = _workload.noop_body
+    wrap = asyncio.wrap_future
+    submit = pool.submit
+    start = _perf()
+    futures = [wrap(submit(body), loop=loop) for _ in range(count)]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    elapsed = _perf() - start
+    return count / elapsed, sum(1 for r in results if r is not None)
+
+
+async def _noop_async(count: int, rounds: int) -> NoopResult:
+    tg_rates: list[float] = []
+    pool_rates: list[float] = []
+    failed = 0
+    with ThreadPoolExecutor() as pool:
+        coordinator = OperationsCoordinator().start()
+        try:
+            await _noop_tokengate(min(count, 1000))
+            await _noop_threadpool(pool, min(count, 1000))
+            for index in range(rounds):
+                tokengate_first = index % 2 == 0
+                for is_tokengate in (tokengate_first, not tokengate_first):
+                    gc.collect()
+                    if is_tokengate:
+                        rate, bad = await _noop_tokengate(count)
+                        tg_rates.append(rate)
+                    else:
+                        rate, bad = await _noop_threadpool(pool, count)
+                        pool_rates.append(rate)
+                    failed += bad
+        finally:
+            coordinator.stop()
+    return NoopResult(count, rounds, tuple(tg_rates), tuple(pool_rates), failed)
+
+
+def run_noop(count: int, rounds: int = 5) -> NoopResult:
+    """``count`` no-op tokens awaited with ``gather`` against the same on a
+    ``ThreadPoolExecutor`` with ``wrap_future``; ``rounds`` alternating rounds per side."""
+    return asyncio.run(_noop_async(count, rounds))
+
+
+# ---------------------------------------------------------------------- memory
+def _rss_mb() -> float:
+    """Current resident set size in MiB (Linux ``/proc``; 0.0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (0.0 where unknown).
+
+    Linux's ``VmHWM`` belongs to the current address space; ``ru_maxrss`` would also count
+    the parent's high-water mark inherited through fork and exec.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Unix
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def _blocks() -> int:
+    gc.collect()
+    return sys.getallocatedblocks()
+
+
+def measure_memory(options: BenchOptions) -> MemoryResult:
+    """Run each side alone in a fresh interpreter and read its peak memory."""
+    peak: dict[str, float] = {}
+    start: dict[str, float] = {}
+    retained: dict[str, int] = {}
+    sides = SIDES if options.baseline else (TOKENGATE,)
+    with tempfile.TemporaryDirectory(prefix="tokengate-bench-") as tmp:
+        for side in sides:
+            out = Path(tmp) / f"{side}.json"
+            command = [
+                sys.executable,
+                "-m",
+                "tokengate.core",
+                "bench",
+                "--waves",
+                str(options.waves),
+                "--only",
+                side,
+                "--warmup",
+                str(options.warmup),
+                "--quiet",
+                "--json",
+                str(out),
+            ]
+            subprocess.run(command, check=False, capture_output=True, timeout=3600)
+            if not out.exists():
+                continue
+            data = json.loads(out.read_text())
+            peak[side] = float(data["rss"].get("peak_mb", 0.0))
+            start[side] = float(data["rss"].get("start_mb", 0.0))
+            retained[side] = int(data["rss"].get("retained_blocks", 0))
+    return MemoryResult(peak, start, retained)
+
+
+def overall_latency_ms(waves: Sequence[WaveResult], pct: float) -> float:
+    """Percentile of every call's latency across ``waves``, milliseconds."""
+    merged: list[float] = []
+    for wave in waves:
+        merged.extend(wave.latencies)
+    merged.sort()
+    return percentile(merged, pct) * 1000.0
