@@ -61,15 +61,15 @@ def state_of(token: TaskToken[Any]) -> TokenState:
     return token.state
 
 
-# --------------------------------------------------------------------------- tokengate_classify_weight
-class HeavyishClassifier:
+# ------------------------------------------------------- tokengate_classify_weight
+class BulkyClassifier:
     @hookimpl
     def tokengate_classify_weight(
         self, operation_type: str, func: Callable[..., Any], tags: Mapping[str, object]
     ) -> Weight | None:
-        if operation_type.startswith("plug.heavyish"):
+        if operation_type.startswith("plug.bulky"):
             return Weight.HEAVY
-        if operation_type.startswith("plug.lightish"):
+        if operation_type.startswith("plug.tiny"):
             return "LIGHT"  # type: ignore[return-value]  # strings are parsed too
         return None  # let the next plugin (finally the built-in) answer
 
@@ -77,17 +77,17 @@ class HeavyishClassifier:
 def test_tokengate_classify_weight_first_answer_wins(
     coordinator: OperationsCoordinator, register_plugin: PluginRegistrar
 ) -> None:
-    register_plugin(HeavyishClassifier(), "test-plug-classifier")
+    register_plugin(BulkyClassifier(), "test-plug-classifier")
 
-    @task_token_guard(operation_type="plug.heavyish.resize")
+    @task_token_guard(operation_type="plug.bulky.resize")
     def resize() -> int:
         return 1
 
-    @task_token_guard(operation_type="plug.lightish.ping")
+    @task_token_guard(operation_type="plug.tiny.ping")
     def ping() -> int:
         return 2
 
-    @task_token_guard(operation_type="plug.heavyish.tagged", tags={"weight": "light"})
+    @task_token_guard(operation_type="plug.bulky.tagged", tags={"weight": "light"})
     def tagged() -> int:
         return 3
 
@@ -125,7 +125,7 @@ def test_tokengate_classify_weight_bad_answer_fails_the_tokens(
     assert "tokengate_classify_weight" in str(error)
 
 
-# --------------------------------------------------------------------------- tokengate_routing_policy
+# ------------------------------------------------------- tokengate_routing_policy
 class PinnedPolicy(RoutingPolicy):
     """MEDIUM uses core 3 only; tokens whose first argument is "to-4" go to core 4."""
 
@@ -194,7 +194,7 @@ def test_tokengate_routing_policy_must_return_a_policy(
     assert "RoutingPolicy" in str(error)
 
 
-# --------------------------------------------------------------------------- tokengate_register_hash_handlers
+# ------------------------------------------------------- tokengate_register_hash_handlers
 class Opaque:
     """Unhashable, with a value the handler exposes."""
 
@@ -259,7 +259,7 @@ def test_handlers_registered_by_hand_survive_plugin_changes(
         registry.unregister(Manual)
 
 
-# --------------------------------------------------------------------------- tokengate_register_hash_policies
+# ------------------------------------------------------- tokengate_register_hash_policies
 class FirstArgPolicy:
     @hookimpl
     def tokengate_register_hash_policies(self, registry: HashPolicyRegistry) -> None:
@@ -288,7 +288,7 @@ def test_tokengate_register_hash_policies_named_policy_by_tag(
     assert "by_first" in plugin_manager().state().hash_policies
 
 
-# --------------------------------------------------------------------------- tokengate_register_digest_policies
+# ------------------------------------------------------- tokengate_register_digest_policies
 class ReverseDigest:
     @hookimpl
     def tokengate_register_digest_policies(self, registry: DigestPolicyRegistry) -> None:
@@ -311,7 +311,7 @@ def test_tokengate_register_digest_policies(register_plugin: PluginRegistrar) ->
     assert "reverse" not in plugin_manager().state().digest_policies
 
 
-# --------------------------------------------------------------------------- tokengate_register_tags
+# ------------------------------------------------------- tokengate_register_tags
 class PriorityTags:
     @hookimpl
     def tokengate_register_tags(self, registry: TagRegistry) -> None:
@@ -337,7 +337,7 @@ def test_tokengate_register_tags_plugin_tag_validates(
     def body() -> str:
         return "ok"
 
-    with pytest.raises(TagValidationError, match="'priority'.*not a tag"):
+    with pytest.raises(TagValidationError, match=r"'priority'.*not a tag"):
         task_token_guard(tags={"priority": 3})(body)
     register_plugin(PriorityTags(), "test-plug-tags")
     decorated = task_token_guard(tags={"priority": 3})(body)
@@ -348,7 +348,7 @@ def test_tokengate_register_tags_plugin_tag_validates(
         task_token_guard(tags={"priority": 12})(body)
     assert "an int from 0 to 9" in str(info.value)
     assert body.__qualname__ in str(info.value)
-    with pytest.raises(TagValidationError, match="explicit weight.*test-priority"):
+    with pytest.raises(TagValidationError, match=r"explicit weight.*test-priority"):
         task_token_guard(tags={"priority": 8})(body)
     assert task_token_guard(tags={"priority": 8, "weight": "heavy"})(body) is not None
     with pytest.raises(TagValidationError, match="did you mean 'priority'"):
@@ -371,7 +371,7 @@ def test_a_plugin_cannot_take_over_a_core_tag(register_plugin: PluginRegistrar) 
     assert task_token_guard(tags={"weight": "heavy"})(lambda: None) is not None
 
 
-# --------------------------------------------------------------------------- tokengate_token_extension
+# ------------------------------------------------------- tokengate_token_extension
 class Recorder(TokenExtension):
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -539,19 +539,36 @@ def test_tokengate_token_extension_creation_failures_are_plugin_errors(
     assert isinstance(token.exception(0), PluginError), repr(token.exception(0))
 
 
+class _ErrorRecords(logging.Handler):
+    """Collects error records of the tokengate loggers; ``seen`` is set on the first one
+    whose message mentions ``needle``."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.ERROR)
+        self.needle = needle
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.seen.set()
+
+
 @pytest.mark.parametrize("phase", ["after_execute", "on_terminal"])
 def test_tokengate_token_extension_late_failures_are_logged(
-    phase: str,
-    coordinator: OperationsCoordinator,
-    register_plugin: PluginRegistrar,
-    caplog: pytest.LogCaptureFixture,
+    phase: str, coordinator: OperationsCoordinator, register_plugin: PluginRegistrar
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="tokengate"):
+    catcher = _ErrorRecords(phase)
+    logger = logging.getLogger("tokengate")
+    logger.addHandler(catcher)
+    try:
         token, runs = _run_failing(phase, register_plugin)
+        # after_execute runs on the worker after the terminal move: wait for its log record
+        assert catcher.seen.wait(WAIT), f"the {phase} failure was not logged"
+    finally:
+        logger.removeHandler(catcher)
     assert state_of(token) is TokenState.COMPLETED
     assert token.get(0) == 1
     assert runs == [1]
-    assert any(phase in r.getMessage() for r in caplog.records)
 
 
 def test_tokengate_token_extension_must_return_an_extension(
@@ -668,9 +685,11 @@ def test_a_failing_coordinator_hook_is_isolated(
             raise RuntimeError("plugin bug")
 
     register_plugin(Broken(), "test-plug-broken-start")
-    with caplog.at_level(logging.ERROR, logger="tokengate.plugins"):
-        with OperationsCoordinator(cores=2, workers_per_core=1) as coordinator:
-            assert coordinator.running
+    with (
+        caplog.at_level(logging.ERROR, logger="tokengate.plugins"),
+        OperationsCoordinator(cores=2, workers_per_core=1) as coordinator,
+    ):
+        assert coordinator.running
     assert any("test-plug-broken-start" in r.getMessage() for r in caplog.records)
 
 
@@ -690,12 +709,12 @@ def test_the_builtin_plugin_uses_the_same_hooks() -> None:
 
 def test_register_and_unregister_errors(register_plugin: PluginRegistrar) -> None:
     host = plugin_manager()
-    plugin = HeavyishClassifier()
+    plugin = BulkyClassifier()
     register_plugin(plugin, "test-plug-dup")
     assert host.has_plugin("test-plug-dup")
     assert host.get_plugin("test-plug-dup") is plugin
-    with pytest.raises(ValueError, match="test-plug-dup|already"):
-        host.register(HeavyishClassifier(), name="test-plug-dup")
+    with pytest.raises(ValueError, match=r"test-plug-dup|already"):
+        host.register(BulkyClassifier(), name="test-plug-dup")
     with pytest.raises(ValueError, match="no plugin"):
         host.unregister(name="test-plug-missing")
     generation = host.generation
@@ -707,13 +726,13 @@ def test_register_and_unregister_errors(register_plugin: PluginRegistrar) -> Non
 def test_plugins_affect_operations_decorated_afterwards(
     coordinator: OperationsCoordinator, register_plugin: PluginRegistrar
 ) -> None:
-    @task_token_guard(operation_type="plug.heavyish.early")
+    @task_token_guard(operation_type="plug.bulky.early")
     def early() -> None:
         return None
 
-    register_plugin(HeavyishClassifier(), "test-plug-late")
+    register_plugin(BulkyClassifier(), "test-plug-late")
 
-    @task_token_guard(operation_type="plug.heavyish.late")
+    @task_token_guard(operation_type="plug.bulky.late")
     def late() -> None:
         return None
 

@@ -351,10 +351,8 @@ class OperationsCoordinator:
         try:
             if plan.broken is not None:
                 raise plan.broken
-            for ext in plan.ext_create:
-                ext.on_create(token)
-            if plan.on_created is not None:
-                plan.on_created(token=token)
+            if plan.ext_create or plan.on_created is not None:
+                self._run_create_hooks(token, plan)
             if token._state is not CREATED:  # an extension ended it already
                 return token
             token._state = WAITING  # not yet visible to any other thread: no gate needed
@@ -368,6 +366,23 @@ class OperationsCoordinator:
         except BaseException as exc:
             self._fail_before_start(token, exc)
         return token
+
+    @staticmethod
+    def _run_create_hooks(token: TaskToken[Any], plan: OperationPlan) -> None:
+        for ext in plan.ext_create:
+            try:
+                ext.on_create(token)
+            except Exception as exc:
+                raise PluginError(
+                    f"extension {ext!r} failed creating {token.token_id}: {exc!r}"
+                ) from exc
+        if plan.on_created is not None:
+            try:
+                plan.on_created(token=token)
+            except Exception as exc:
+                raise PluginError(
+                    f"a tokengate_token_created hook failed for {token.token_id}: {exc!r}"
+                ) from exc
 
     def _fail_before_start(self, token: TaskToken[Any], exc: BaseException) -> None:
         if isinstance(exc, (RoutingError, PluginError)):
@@ -423,11 +438,21 @@ class OperationsCoordinator:
         if plan.ext_route:
             candidate = self._candidate(cores)
             for ext in plan.ext_route:
-                core = ext.route(token, candidate)
+                try:
+                    core = ext.route(token, candidate)
+                except Exception as exc:
+                    raise PluginError(
+                        f"extension {ext!r} failed routing {token.token_id}: {exc!r}"
+                    ) from exc
                 if core is not None:
                     break
         if core is None and plan.chooses_cores:
-            core = plan.policy.choose_core(token, self._candidate(cores), self._config.cores)
+            try:
+                core = plan.policy.choose_core(token, self._candidate(cores), self._config.cores)
+            except Exception as exc:
+                raise PluginError(
+                    f"routing policy {plan.policy!r} failed for {token.token_id}: {exc!r}"
+                ) from exc
         key: Hashable = None
         if core is None:
             if plan.key_fn is not None:
@@ -446,8 +471,20 @@ class OperationsCoordinator:
                     token.sticky_key = key
             position = counters[core]
             counters[core] = position + 1
+        if key is not None and token._state in TERMINAL:
+            # killed or timed out while being routed: its terminal move may have missed the pin
+            self._release_sticky(token)
+            return
         token.core_id = core
         self._domains[core - 1].dispatch(token, position)
+
+    def _release_sticky(self, token: TaskToken[Any]) -> None:
+        """Release the token's pin exactly once (routing and the terminal move may race)."""
+        with self._route_lock:
+            key = token.sticky_key
+            if key is not None:
+                token.sticky_key = None
+                self._sticky.release(key)
 
     def _worker_main(self, domain: CoreDomain, worker: Worker) -> None:
         CURRENT.set(self)
@@ -492,7 +529,7 @@ class OperationsCoordinator:
             return
         states: list[object] = []
         try:
-            for ext in plan.ext_before:
+            for ext in plan.ext_around:
                 states.append(ext.before_execute(token))
             if plan.on_started is not None:
                 plan.on_started(token=token)
@@ -508,7 +545,7 @@ class OperationsCoordinator:
                 token._finish(FAILED, exc=exc)
             else:
                 token._finish(COMPLETED, result)
-        for ext, state in zip(plan.ext_after, states, strict=False):
+        for ext, state in zip(plan.ext_around, states, strict=False):
             try:
                 ext.after_execute(token, state)
             except Exception:
@@ -544,27 +581,8 @@ class OperationsCoordinator:
         """The release steps of a terminal move (run exactly once per token)."""
         plan = token._plan
         self._tokens.pop(token.seq, None)
-        key = token.sticky_key
-        if key is not None:
-            with self._route_lock:
-                self._sticky.release(key)
-        state = token._state
-        duration = token.duration
-        self._metrics.record(plan.operation_type, state, duration)
-        if self._records.maxlen:
-            exc = token._exc
-            self._records.append(
-                (
-                    token.seq,
-                    plan.operation_type,
-                    state,
-                    duration,
-                    token.finished_at - token.created_at if token.finished_at else 0.0,
-                    token.core_id,
-                    token.worker_id,
-                    None if exc is None else repr(exc),
-                )
-            )
+        if token.sticky_key is not None:
+            self._release_sticky(token)
         for ext in plan.ext_terminal:
             try:
                 ext.on_terminal(token)
@@ -572,14 +590,32 @@ class OperationsCoordinator:
                 _log.exception("on_terminal of %r failed for %s", ext, token.token_id)
         if token._holds_slot and token.started_at is None:
             self._release_slot(token)
+        try:
+            state = token._state
+            duration = token.duration
+            self._metrics.record(plan.operation_type, state, duration)
+            if self._records.maxlen:
+                exc = token._exc
+                finished = token.finished_at
+                self._records.append(
+                    (
+                        token.seq,
+                        plan.operation_type,
+                        state,
+                        duration,
+                        0.0 if finished is None else finished - token.created_at,
+                        token.core_id,
+                        token.worker_id,
+                        None if exc is None else repr(exc),
+                    )
+                )
+        except Exception:
+            _log.exception("recording the execution of %s failed", token.token_id)
         if plan.on_finished is not None:
             try:
                 plan.on_finished(token=token)
             except Exception:
                 _log.exception("a tokengate_token_finished hook failed for %s", token.token_id)
-        if state is not COMPLETED:
-            token.args = ()
-            token.kwargs = {}
         if self._watch_idle and not self._tokens:
             self._idle.set()
 

@@ -38,8 +38,7 @@ class OperationPlan:
     timeout: float | None
     ext_create: tuple[TokenExtension, ...]
     ext_route: tuple[TokenExtension, ...]
-    ext_before: tuple[TokenExtension, ...]
-    ext_after: tuple[TokenExtension, ...]
+    ext_around: tuple[TokenExtension, ...]
     ext_terminal: tuple[TokenExtension, ...]
     on_created: Callable[..., Any] | None
     on_started: Callable[..., Any] | None
@@ -119,8 +118,11 @@ def compile_plan(
         timeout=timeout,
         ext_create=phase("on_create"),
         ext_route=phase("route"),
-        ext_before=phase("before_execute"),
-        ext_after=phase("after_execute"),
+        ext_around=tuple(
+            ext
+            for ext in extensions
+            if overrides(ext, "before_execute") or overrides(ext, "after_execute")
+        ),
         ext_terminal=phase("on_terminal"),
         on_created=host.lifecycle_caller("tokengate_token_created"),
         on_started=host.lifecycle_caller("tokengate_token_started"),

@@ -173,11 +173,19 @@ class PluginHost:
         return self._pm
 
     # ------------------------------------------------------------------ isolated calls
-    def _call_each(self, hook_name: str, **kwargs: Any) -> list[str]:
-        """Call every implementation of a registration hook, isolating failures."""
+    def _call_each(
+        self, hook_name: str, *, builtin_first: bool = False, **kwargs: Any
+    ) -> list[str]:
+        """Call every implementation of a registration hook, isolating failures.
+
+        The order is pluggy's (the built-in plugin last) unless ``builtin_first``.
+        """
         errors: list[str] = []
         caller = getattr(self._pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
+        impls = list(reversed(caller.get_hookimpls()))
+        if builtin_first:
+            impls.sort(key=lambda impl: impl.plugin_name != BUILTIN_NAME)
+        for impl in impls:
             try:
                 impl.function(*[kwargs[arg] for arg in impl.argnames])
             except Exception as exc:
@@ -228,7 +236,9 @@ class PluginHost:
                 hash_policy_names=hash_policies.names,
                 digest_policy_names=digest_policies.names,
             )
-            errors += self._call_each("tokengate_register_tags", registry=tags)
+            # The core's tags are registered first, so a plugin contributing a tag of the same
+            # name is the one that fails (and is reported), never the core.
+            errors += self._call_each("tokengate_register_tags", builtin_first=True, registry=tags)
             fields: dict[str, Any] = {
                 spec.name: (spec.annotation, spec.default) for spec in tags.specs.values()
             }
