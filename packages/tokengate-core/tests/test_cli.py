@@ -261,6 +261,39 @@ def test_a_failing_operation_makes_the_bench_fail(
     assert any("corrupted body" in p for p in data["verdict"]["problems"])
 
 
+@pytest.mark.slow
+def test_memory_runs_each_side_alone(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "--waves",
+            "2",
+            "--baseline",
+            "--memory",
+            "--noop",
+            "0",
+            "--warmup",
+            "4",
+            "--quiet",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    data = _read(out)
+    memory = data["memory"]
+    assert set(memory["peak_rss_mb"]) == set(SIDES)
+    for side in SIDES:
+        assert memory["peak_rss_mb"][side] >= memory["start_rss_mb"][side] > 0
+        assert _close(
+            memory["growth_mb"][side],
+            memory["peak_rss_mb"][side] - memory["start_rss_mb"][side],
+        )
+    names = [t["name"] for t in data["targets"]]
+    assert "peak memory growth: TokenGate / ThreadPoolExecutor" in names
+
+
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     png = tmp_path / "assets" / "bench.png"
     assert main(["bench", "--waves", "2", "--warmup", "4", "--quiet", "--plot", str(png)]) == 0
@@ -590,6 +623,21 @@ def test_rich_on_a_terminal_and_plain_without_rich(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(_render, "rich_available", lambda: False)
     assert not Output(stream=_Terminal()).rich
+
+
+def test_rich_progress_and_tables_on_a_terminal() -> None:
+    from tokengate.core.cli._bench import BenchOptions, run_bench
+    from tokengate.core.cli._render import render_bench
+
+    terminal = _Terminal()
+    out = Output(stream=terminal)
+    report = run_bench(BenchOptions(waves=2, warmup=4, baseline=True), out.wave_listener())
+    render_bench(out, report)
+    text = terminal.getvalue()
+    assert "wave  2/2" in text
+    assert "Summary" in text
+    assert "END TO END" in text
+    assert report.ok
 
 
 def test_quiet_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,9 +7,10 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -22,6 +23,7 @@ from tokengate.core import (
     TokenTimeoutError,
     task_token_guard,
 )
+from tokengate.core._deadlines import DeadlineWatcher
 
 WAIT = 10.0
 """Upper bound of every wait in this module: reached only when something is broken."""
@@ -250,6 +252,50 @@ def test_timeout_while_running_releases_awaiters_at_once(serial: OperationsCoord
     assert (counts.completed, counts.timeout) == (0, 1)
 
 
+class _FakeTimed:
+    """Just enough of a token for the deadline watcher."""
+
+    token_id = "fake#0"
+
+    def __init__(self) -> None:
+        self.created_at = time.perf_counter()
+        self.ended = False
+        self.limits: list[float] = []
+        self.timed_out = threading.Event()
+
+    def done(self) -> bool:
+        return self.ended
+
+    def _timeout(self, limit: float) -> bool:
+        self.limits.append(limit)
+        self.ended = True
+        self.timed_out.set()
+        return True
+
+
+def test_deadline_watcher_fires_due_deadlines_and_forgets_ended_tokens() -> None:
+    watcher = DeadlineWatcher("test-deadlines")
+    try:
+        ended = [_FakeTimed() for _ in range(5000)]
+        for fake in ended:
+            watcher.add(cast("TaskToken[Any]", fake), 3600.0)
+            fake.ended = True  # finished long before its deadline
+        assert len(watcher) <= 1024  # bounded by the live deadlines, not by the history
+        live = _FakeTimed()
+        watcher.add(cast("TaskToken[Any]", live), 3600.0)
+        due = _FakeTimed()
+        watcher.add(cast("TaskToken[Any]", due), 0.01)  # earlier than everything held
+        assert due.timed_out.wait(WAIT)
+        assert due.limits == [0.01]
+        assert live.limits == []
+        assert not any(fake.limits for fake in ended)
+    finally:
+        watcher.stop()
+    late = _FakeTimed()
+    watcher.add(cast("TaskToken[Any]", late), 0.001)  # ignored once stopped
+    assert len(watcher) == 0
+
+
 def test_get_timeout_does_not_affect_the_token(serial: OperationsCoordinator) -> None:
     started, release = threading.Event(), threading.Event()
     token = blocking(started, release, [])
@@ -470,9 +516,7 @@ def test_stop_without_wait_does_not_wait_for_a_stuck_body() -> None:
         forever.set()
 
 
-@pytest.mark.parametrize(
-    ("wait", "cancel_pending"), [(True, False), (True, True), (False, False)]
-)
+@pytest.mark.parametrize(("wait", "cancel_pending"), [(True, False), (True, True), (False, False)])
 def test_stop_during_a_burst_from_several_threads(wait: bool, cancel_pending: bool) -> None:
     coordinator = OperationsCoordinator(cores=2, workers_per_core=2).start()
     submitters = 4

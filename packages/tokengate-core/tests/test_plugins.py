@@ -150,13 +150,14 @@ class PolicyPlugin:
 
 
 def test_tokengate_routing_policy_cores_for_and_choose_core(
-    coordinator: OperationsCoordinator, register_plugin: PluginRegistrar
+    coordinator: OperationsCoordinator, register_plugin: PluginRegistrar, gate: threading.Event
 ) -> None:
     plugin = PolicyPlugin()
     register_plugin(plugin, "test-plug-policy")
 
     @task_token_guard(operation_type="plug.routed")
     def routed(where: str) -> str:
+        gate.wait(WAIT)
         return where
 
     @task_token_guard(operation_type="plug.unrouted")
@@ -168,9 +169,12 @@ def test_tokengate_routing_policy_cores_for_and_choose_core(
     chosen = [routed("to-4") for _ in range(5)]
     assert {t.core_id for t in ordinary} == {3}
     assert {t.core_id for t in chosen} == {4}
-    assert [t.get(WAIT) for t in chosen] == ["to-4"] * 5
-    # a token whose core a policy chose is not pinned by its sticky key
+    # while they run: a token whose core the policy chose takes no sticky pin
     assert all(t.sticky_key is None for t in chosen)
+    assert all(t.sticky_key is not None for t in ordinary)
+    assert set(coordinator.sticky_snapshot().values()) == {3}
+    gate.set()
+    assert [t.get(WAIT) for t in chosen] == ["to-4"] * 5
     assert {unrouted(i).core_id for i in range(20)} <= {2, 3, 4}
     assert plugin.asked == ["plug.routed", "plug.unrouted"], "the hook ran again on a call"
 
@@ -222,7 +226,7 @@ class HandlerPlugin:
 
 
 def test_tokengate_register_hash_handlers_apply_at_once(
-    coordinator: OperationsCoordinator, register_plugin: PluginRegistrar
+    coordinator: OperationsCoordinator, register_plugin: PluginRegistrar, gate: threading.Event
 ) -> None:
     before = make_hashable(Opaque(3))
     assert before != ("Opaque", 3)
@@ -232,11 +236,18 @@ def test_tokengate_register_hash_handlers_apply_at_once(
 
     @task_token_guard(operation_type="plug.opaque")
     def use(obj: Opaque) -> int:
+        gate.wait(WAIT)
         return obj.value
 
     tokens = [use(Opaque(3)) for _ in range(5)]
+    # while they are in flight: one key, from the handler, pinned to one core
     assert {t.sticky_key for t in tokens} == {("plug.opaque", (("Opaque", 3),))}
     assert len({t.core_id for t in tokens}) == 1
+    ((pin, core),) = coordinator.sticky_snapshot().items()
+    assert pin.startswith("plug.opaque:")
+    assert "Opaque" in pin
+    assert core == tokens[0].core_id
+    gate.set()
     assert [t.get(WAIT) for t in tokens] == [3] * 5
     plugin_manager().unregister(name="test-plug-handlers")
     assert make_hashable(Opaque(3)) != ("Opaque", 3)
@@ -270,7 +281,7 @@ class FirstArgPolicy:
 
 
 def test_tokengate_register_hash_policies_named_policy_by_tag(
-    coordinator: OperationsCoordinator, register_plugin: PluginRegistrar
+    coordinator: OperationsCoordinator, register_plugin: PluginRegistrar, gate: threading.Event
 ) -> None:
     with pytest.raises(TagValidationError, match="by_first"):
         task_token_guard(tags={"hash_policy": "by_first"})(lambda x: x)
@@ -278,12 +289,16 @@ def test_tokengate_register_hash_policies_named_policy_by_tag(
 
     @task_token_guard(operation_type="plug.by_first", tags={"hash_policy": "BY_FIRST"})
     def keyed(group: str, item: int) -> int:
+        gate.wait(WAIT)
         return item
 
     tokens = [keyed("g1", i) for i in range(6)] + [keyed("g2", i) for i in range(6)]
     assert {t.sticky_key for t in tokens[:6]} == {("plug.by_first", "g1")}
     assert {t.sticky_key for t in tokens[6:]} == {("plug.by_first", "g2")}
     assert len({t.core_id for t in tokens[:6]}) == 1
+    assert len({t.core_id for t in tokens[6:]}) == 1
+    assert sorted(coordinator.sticky_snapshot()) == ["plug.by_first:'g1'", "plug.by_first:'g2'"]
+    gate.set()
     assert [t.get(WAIT) for t in tokens] == list(range(6)) * 2
     assert "by_first" in plugin_manager().state().hash_policies
 
@@ -509,27 +524,7 @@ def test_tokengate_token_extension_before_execute_failure_fails_without_running(
     assert runs == []
 
 
-@pytest.mark.parametrize(
-    "phase",
-    [
-        pytest.param(
-            "on_create",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="_coordinator._fail_before_start wraps an extension's on_create error "
-                "in RoutingError; TokenExtension promises PluginError",
-            ),
-        ),
-        pytest.param(
-            "route",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="_coordinator._fail_before_start wraps an extension's route error in "
-                "RoutingError; TokenExtension promises PluginError",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("phase", ["on_create", "route"])
 def test_tokengate_token_extension_creation_failures_are_plugin_errors(
     phase: str, coordinator: OperationsCoordinator, register_plugin: PluginRegistrar
 ) -> None:
@@ -867,3 +862,21 @@ def test_every_hook_is_used_in_a_test() -> None:
     corpus = "\n".join(path.read_text() for path in test_files)
     missing = [name for name in HOOK_NAMES if f"def {name}(" not in corpus]
     assert missing == [], f"no test implements {missing}"
+
+
+def _guide() -> str:
+    return (ROOT / "docs" / "plugins.md").read_text()
+
+
+def test_the_plugin_guide_examples_compile() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", _guide(), flags=re.DOTALL)
+    assert len(blocks) >= 12
+    for block in blocks:
+        compile(block, "docs/plugins.md", "exec")
+
+
+def test_the_plugin_guide_hash_handler_example_runs() -> None:
+    section = _guide().split("## Registering a custom hash handler", 1)[1]
+    example = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)[0]
+    code = example + "\nimport json\nprint(json.dumps({'ok': True}))\n"
+    assert _python(code, env={"TOKENGATE_DISABLE_PLUGIN_AUTOLOAD": "1"}) == {"ok": True}

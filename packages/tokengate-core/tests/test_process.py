@@ -30,6 +30,7 @@ from tokengate.core import (
     TokenTimeoutError,
     task_token_guard,
 )
+from tokengate.core._executors import ExecutorBackend
 from tokengate.core._process import ProcessBackend, resolve_function
 
 WAIT = 30.0
@@ -39,6 +40,7 @@ PROCESS = {"process_pool": True}
 HEAVY = {"process_pool": True, "weight": "heavy"}
 
 heavy_add = task_token_guard("proc_heavy_add", tags=HEAVY)(procfuncs.add)
+heavy_echo = task_token_guard("proc_heavy_echo", tags=HEAVY)(procfuncs.echo)
 heavy_whoami = task_token_guard("proc_heavy_whoami", tags=HEAVY)(procfuncs.whoami)
 medium_whoami = task_token_guard(
     "proc_medium_whoami", tags={**PROCESS, "weight": "medium", "hash_policy": "none"}
@@ -128,8 +130,9 @@ def test_one_worker_process_per_core_domain(coordinator: OperationsCoordinator) 
 
 def test_arguments_and_results_cross_by_pickle(coordinator: OperationsCoordinator) -> None:
     assert heavy_add(2, 3).get(WAIT) == 5
-    assert heavy_add(a=[1], b=[2]).get(WAIT) == [1, 2]
-    assert heavy_add("x", b="y").result(WAIT) == "xy"
+    assert heavy_add(a=4, b=5).result(WAIT) == 9
+    value = {"nested": [1, (2, 3), {4, 5}], "bytes": b"\x00" * 100_000, "none": None}
+    assert heavy_echo(value).get(WAIT) == value
 
 
 def test_a_decorated_function_of_an_importable_module_runs_in_its_process(
@@ -266,7 +269,7 @@ def test_kill_while_running_in_the_process(
     assert token.kill("admin") is True
     with pytest.raises(TaskKilledError, match="admin"):
         token.get(0)  # at once, while the body still runs
-    assert not queued.done()
+    assert queued.state is TokenState.ADMITTED  # waiting for the process: not started
     rendezvous.go()
     assert queued.get(WAIT) == 42
     assert token.state is TokenState.KILLED  # the late result was discarded
@@ -290,6 +293,25 @@ def test_kill_before_the_call_crosses_never_runs(
     assert not marker.exists()
 
 
+def test_drain_kills_calls_waiting_for_the_process(
+    coordinator: OperationsCoordinator, rendezvous: Rendezvous, tmp_path: Path
+) -> None:
+    marker = tmp_path / "runs"
+    heavy_whoami().get(WAIT)
+    blocker = heavy_wait(rendezvous.port)
+    rendezvous.wait_started()
+    queued = [heavy_record(str(marker), payload=i) for i in range(3)]
+    assert all(t.state is TokenState.ADMITTED for t in queued)
+    assert coordinator.drain("proc_heavy_record") == 3
+    assert blocker.state is TokenState.EXECUTING  # a running body is not drained
+    assert all(t.state is TokenState.KILLED for t in queued)
+    rendezvous.go()
+    assert blocker.get(WAIT) == "finished"
+    assert heavy_add(0, 0).get(WAIT) == 0
+    assert not marker.exists()
+    assert all(t.duration is None for t in queued)  # they never started
+
+
 def test_timeout_while_running_in_the_process(
     coordinator: OperationsCoordinator, rendezvous: Rendezvous
 ) -> None:
@@ -302,6 +324,35 @@ def test_timeout_while_running_in_the_process(
     rendezvous.go()
     assert heavy_whoami().get(WAIT) == pid
     assert token.state is TokenState.TIMEOUT
+
+
+def test_kill_races_process_completion(coordinator: OperationsCoordinator) -> None:
+    heavy_whoami().get(WAIT)
+    before = coordinator.stats().operations.get("proc_heavy_add")
+    done_before = 0 if before is None else before.finished
+    tokens = [heavy_add(i, 0) for i in range(300)]
+    outcome: dict[str, bool] = {}
+
+    def killer() -> None:
+        for token in tokens[1::2]:
+            outcome[token.token_id] = token.kill("race")
+
+    thread = threading.Thread(target=killer, name="process-killer")
+    thread.start()
+    thread.join(WAIT)
+    for token in tokens:
+        token.exception(WAIT)
+    for i, token in enumerate(tokens):
+        assert token.state in (TokenState.COMPLETED, TokenState.KILLED)
+        if token.state is TokenState.COMPLETED:
+            assert token.get(0) == i
+        if i % 2:
+            assert outcome[token.token_id] is (token.state is TokenState.KILLED)
+        else:
+            assert token.state is TokenState.COMPLETED
+    assert heavy_add(1, 1).get(WAIT) == 2  # every late answer has been collected by now
+    counts = coordinator.stats().operations["proc_heavy_add"]
+    assert counts.finished - done_before == 301  # each token counted exactly once
 
 
 # ---------------------------------------------------------------------- shutdown
@@ -341,6 +392,13 @@ def test_stop_lets_admitted_process_work_finish(coordinator: OperationsCoordinat
     assert own.stats().cores[0].process_alive is False
 
 
+def test_forkserver_start_method(coordinator: OperationsCoordinator) -> None:
+    with OperationsCoordinator(cores=1, process_start_method="forkserver") as own:
+        assert heavy_add(40, 2).get(WAIT) == 42
+        assert heavy_whoami().get(WAIT) != os.getpid()
+    assert own.stats().cores[0].process_alive is False
+
+
 # ---------------------------------------------------------------------- internals
 def test_resolve_function_handles_main_wrappers_and_missing_names(
     monkeypatch: pytest.MonkeyPatch,
@@ -366,3 +424,15 @@ def test_resolve_function_handles_main_wrappers_and_missing_names(
 def test_fork_is_refused(coordinator: OperationsCoordinator) -> None:
     with pytest.raises(ValueError, match="fork"):
         ProcessBackend(coordinator, 1, None, "fork")
+
+
+def test_a_backend_that_never_ran_anything_shuts_down_at_once(
+    coordinator: OperationsCoordinator,
+) -> None:
+    backend: ExecutorBackend = ProcessBackend(coordinator, 2, None)  # the interface, typed
+    assert backend.alive is False
+    stopper = threading.Thread(target=backend.shutdown, args=(0.1,), name="shut")
+    stopper.start()
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert backend.alive is False

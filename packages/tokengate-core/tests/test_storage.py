@@ -7,7 +7,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -70,7 +70,8 @@ def slow_blocking(
 
 
 @task_token_guard(
-    operation_type="st_slow_record", tags={"storage_speed": StorageSpeed.SLOW, "hash_policy": "none"}
+    operation_type="st_slow_record",
+    tags={"storage_speed": StorageSpeed.SLOW, "hash_policy": "none"},
 )
 def slow_record(meter: Concurrency, ran: list[object], value: object) -> object:
     meter.enter()
@@ -131,28 +132,44 @@ def test_default_limits_and_configuration() -> None:
         OperationsCoordinator(storage_limits={"glacial": 3})
 
 
+class _FakeToken:
+    def __init__(self) -> None:
+        self.ended = False
+
+    def done(self) -> bool:
+        return self.ended
+
+
 def test_gate_counts_slots_and_passes_them_to_parked_tokens_in_order() -> None:
-    gate = StorageGate({tier: 1 for tier in StorageSpeed})
-
-    class Fake:
-        def __init__(self, done: bool = False) -> None:
-            self._done = done
-
-        def done(self) -> bool:
-            return self._done
-
-    holder, ended, parked = Fake(), Fake(), Fake()
-    assert gate.try_acquire(StorageSpeed.SLOW, holder)  # type: ignore[arg-type]
-    assert not gate.try_acquire(StorageSpeed.SLOW, ended)  # type: ignore[arg-type]
-    assert not gate.try_acquire(StorageSpeed.SLOW, parked)  # type: ignore[arg-type]
-    assert gate.try_acquire(StorageSpeed.FAST, holder)  # type: ignore[arg-type]  # own tier
+    gate = StorageGate(dict.fromkeys(StorageSpeed, 1))
+    fakes = [_FakeToken() for _ in range(3)]
+    holder, ended, parked = (cast("TaskToken[Any]", fake) for fake in fakes)
+    assert gate.try_acquire(StorageSpeed.SLOW, holder)
+    assert not gate.try_acquire(StorageSpeed.SLOW, ended)
+    assert not gate.try_acquire(StorageSpeed.SLOW, parked)
+    assert gate.try_acquire(StorageSpeed.FAST, holder)  # each tier counts on its own
     assert gate.waiting(StorageSpeed.SLOW) == 2
-    ended._done = True
+    fakes[1].ended = True
     assert gate.release(StorageSpeed.SLOW) is parked  # an ended token is skipped
     assert gate.in_use(StorageSpeed.SLOW) == 1  # the slot passed on
+    assert gate.waiting(StorageSpeed.SLOW) == 0
     assert gate.release(StorageSpeed.SLOW) is None
     assert gate.in_use(StorageSpeed.SLOW) == 0
     assert gate.peak(StorageSpeed.SLOW) == 1
+
+
+def test_gate_forgets_parked_tokens_that_ended() -> None:
+    gate = StorageGate(dict.fromkeys(StorageSpeed, 1))
+    holder = _FakeToken()
+    assert gate.try_acquire(StorageSpeed.MODERATE, cast("TaskToken[Any]", holder))
+    ended = [_FakeToken() for _ in range(5000)]
+    for fake in ended:
+        assert not gate.try_acquire(StorageSpeed.MODERATE, cast("TaskToken[Any]", fake))
+        fake.ended = True  # killed while parked
+    assert gate.waiting(StorageSpeed.MODERATE) <= 1024
+    live = cast("TaskToken[Any]", _FakeToken())
+    gate.try_acquire(StorageSpeed.MODERATE, live)
+    assert gate.release(StorageSpeed.MODERATE) is live
 
 
 def test_tier_cap_is_reached_and_never_exceeded() -> None:

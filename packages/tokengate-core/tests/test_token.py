@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -56,10 +57,13 @@ def _unit_body(x: int) -> int:
     return x
 
 
-def _bare_token(owner: _GateOwner, token_id: str) -> TaskToken[int]:
+_SEQ = itertools.count(1_000_000_000)
+
+
+def _bare_token(owner: _GateOwner) -> TaskToken[int]:
     plan = get_operation_plan(_unit_body)
     assert plan is not None
-    return TaskToken(plan, (1,), {}, cast(OperationsCoordinator, owner), token_id)
+    return TaskToken(plan, (1,), {}, cast(OperationsCoordinator, owner), next(_SEQ))
 
 
 _NON_TERMINAL_MOVES = {
@@ -87,7 +91,7 @@ def _apply(token: TaskToken[int], move: str) -> bool:
 @given(st.lists(st.sampled_from([*_NON_TERMINAL_MOVES, *_TERMINAL_MOVES]), max_size=12))
 def test_gate_follows_the_spec_state_machine(moves: list[str]) -> None:
     owner = _GateOwner()
-    token = _bare_token(owner, "gate#1")
+    token = _bare_token(owner)
     expected = TokenState.CREATED
     terminal_moves = 0
     for move in moves:
@@ -110,14 +114,14 @@ def test_gate_follows_the_spec_state_machine(moves: list[str]) -> None:
             }[move]
         assert state_of(token) is expected
     assert terminal_moves <= 1
-    assert owner.released.get("gate#1", 0) == terminal_moves
+    assert owner.released.get(token.token_id, 0) == terminal_moves
     assert token.done() == (expected in TERMINAL)
 
 
 @pytest.mark.parametrize("round_", range(3))
 def test_racing_terminal_moves_end_once_and_release_once(round_: int) -> None:
     owner = _GateOwner()
-    tokens = [_bare_token(owner, f"race#{round_}-{i}") for i in range(150)]
+    tokens = [_bare_token(owner) for _ in range(150)]
     for token in tokens:
         for move in ("wait", "admit", "execute"):
             assert _apply(token, move)
@@ -179,7 +183,7 @@ def test_a_release_step_may_ask_for_its_own_token_outcome() -> None:
             super()._on_terminal(token)
 
     owner = Asking()
-    token = _bare_token(owner, "ask#1")
+    token = _bare_token(owner)
     assert token.kill("bye")
     assert len(outcome) == 1
     assert isinstance(outcome[0], TaskKilledError)
@@ -196,7 +200,7 @@ def test_waiters_are_released_only_after_the_release_steps() -> None:
             super()._on_terminal(token)
 
     owner = SlowRelease()
-    token = _bare_token(owner, "slow#1")
+    token = _bare_token(owner)
     killer = threading.Thread(target=token.kill)
     killer.start()
     assert entered.wait(WAIT)
@@ -209,7 +213,7 @@ def test_waiters_are_released_only_after_the_release_steps() -> None:
 
     def wait_then_look() -> None:
         token.exception(WAIT)
-        seen_after.append(owner.released.get("slow#1", 0))
+        seen_after.append(owner.released.get(token.token_id, 0))
 
     waiter = threading.Thread(target=wait_then_look)
     waiter.start()
@@ -504,11 +508,12 @@ def test_kill_while_running_releases_awaiters_at_once(
 
 def test_kill_while_completing_ends_once(coordinator: OperationsCoordinator) -> None:
     finished: dict[str, int] = {}
-    lock = threading.Lock()
+    lock = threading.Condition()
 
     def count(t: TaskToken[int]) -> None:
         with lock:
             finished[t.token_id] = finished.get(t.token_id, 0) + 1
+            lock.notify_all()
 
     for _ in range(3):
         tokens = [double(i) for i in range(400)]
@@ -524,8 +529,10 @@ def test_kill_while_completing_ends_once(coordinator: OperationsCoordinator) -> 
                 results.append(t.get(WAIT))
         assert killed + len(results) == len(tokens)
         assert all(t.state in {TokenState.COMPLETED, TokenState.KILLED} for t in tokens)
+    # done-callbacks run right after the waiters are released: wait for the last ones
+    with lock:
+        assert lock.wait_for(lambda: len(finished) == 1200, WAIT)
     assert all(n == 1 for n in finished.values())
-    assert len(finished) == 1200
 
 
 def test_execution_record_is_written_by_the_terminal_move(
@@ -569,7 +576,7 @@ def test_loop_bridge_tolerates_a_closed_loop() -> None:
     bridge = LoopBridge(loop)
     loop.close()
     owner = _GateOwner()
-    token = _bare_token(owner, "closed#1")
+    token = _bare_token(owner)
     seen: list[TaskToken[Any]] = []
     bridge.push(cast(Callable[[TaskToken[Any]], object], seen.append), token, None)
     assert seen == []  # nobody is left to notify, and nothing raised

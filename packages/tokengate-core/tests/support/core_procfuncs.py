@@ -27,6 +27,11 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+def echo(value: object) -> object:
+    """Return the argument (a pickle round trip both ways)."""
+    return value
+
+
 def whoami() -> int:
     """The pid of the process running the body."""
     return os.getpid()

@@ -280,12 +280,6 @@ class OperationsCoordinator:
                 token.kill("coordinator stopped")
             for worker in domain.workers:
                 worker.mailbox.put(None)
-        for domain in self._domains:
-            if domain.backend is not None:
-                try:
-                    domain.backend.shutdown(max(0.5, deadline - time.monotonic()))
-                except Exception:
-                    _log.exception("shutting down the backend of core %d failed", domain.core_id)
         current = threading.current_thread()
         for domain in self._domains:
             for worker in domain.workers:
@@ -300,6 +294,13 @@ class OperationsCoordinator:
                         self._name,
                         thread.name,
                     )
+        # After the workers: none of them can hand a token to a backend (or make one) any more.
+        for domain in self._domains:
+            if domain.backend is not None:
+                try:
+                    domain.backend.shutdown(max(0.5, deadline - time.monotonic()))
+                except Exception:
+                    _log.exception("shutting down the backend of core %d failed", domain.core_id)
         # A call that passed the running check just before stop may have registered since.
         for token in list(self._tokens.values()):
             token.kill("coordinator stopped")
@@ -518,15 +519,16 @@ class OperationsCoordinator:
                 _storage_log.debug("token %s waits for a %s slot", token.token_id, plan.storage)
                 return
             token._holds_slot = True
+        if plan.process:  # stays ADMITTED (not started) until the backend starts the body
+            token.worker_id = worker.index
+            self._process_backend(domain).submit(token)
+            return
         if not token._move(_ADMITTED_ONLY, EXECUTING):
             if token._holds_slot:
                 self._release_slot(token)
             return
         token.started_at = _perf()
         token.worker_id = worker.index
-        if plan.process:
-            self._process_backend(domain).submit(token)
-            return
         states: list[object] = []
         try:
             for ext in plan.ext_around:

@@ -18,9 +18,16 @@ __all__ = ("DeadlineWatcher",)
 _log = logging.getLogger("tokengate.coordinator")
 
 
+#: The heap is compacted (ended tokens dropped) when it reaches this size or twice the number
+#: of entries kept by the last compaction, so it stays proportional to the live deadlines.
+_COMPACT_MIN = 1024
+
+
 class DeadlineWatcher:
     """Ends tokens ``TIMEOUT`` when their deadline passes. Sleeps until the earliest deadline
-    (a condition wait), so it costs nothing while nothing is due."""
+    (a condition wait), so it costs nothing while nothing is due. Entries of tokens that
+    ended early are dropped in amortised batches, so memory follows the live deadlines, not
+    every token ever submitted."""
 
     def __init__(self, name: str) -> None:
         self._heap: list[tuple[float, int, weakref.ref[TaskToken[Any]], float]] = []
@@ -29,6 +36,7 @@ class DeadlineWatcher:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._name = name
+        self._compact_at = _COMPACT_MIN
 
     def add(self, token: TaskToken[Any], limit: float) -> None:
         """Watch ``token``: it times out ``limit`` seconds after its submission."""
@@ -39,10 +47,23 @@ class DeadlineWatcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
+            if len(self._heap) >= self._compact_at:
+                self._compact()
             earliest = self._heap[0][0] if self._heap else None
             heapq.heappush(self._heap, (deadline, next(self._seq), weakref.ref(token), limit))
             if earliest is None or deadline < earliest:
                 self._cond.notify()
+
+    def __len__(self) -> int:
+        """Deadlines held (live ones plus ended ones not yet dropped)."""
+        return len(self._heap)
+
+    def _compact(self) -> None:
+        """Drop the entries of ended tokens (called under the condition's lock)."""
+        live = [entry for entry in self._heap if (t := entry[2]()) is not None and not t.done()]
+        heapq.heapify(live)
+        self._heap[:] = live  # in place: the watcher thread holds a reference to the list
+        self._compact_at = max(_COMPACT_MIN, 2 * len(live))
 
     def _run(self) -> None:
         heap = self._heap

@@ -14,9 +14,19 @@ class ExecutorBackend(Protocol):
     """A backend owned by one core domain (threads are the domain's own workers; processes
     and, later, distributed engines implement this).
 
-    ``submit`` receives a token already ``EXECUTING`` and must end it exactly once through
-    ``token._finish`` — or leave it to a kill or timeout that got there first. It must not
-    block the calling worker for the duration of the body.
+    The contract:
+
+    * ``submit`` receives an ``ADMITTED`` token and returns at once; it must not block the
+      calling worker for the duration of the body.
+    * Right before the body starts, the backend moves the token to ``EXECUTING``
+      (``token._move({ADMITTED}, EXECUTING)``); if that move fails, the token was killed,
+      drained or timed out while it waited, and its body must never run. Until then the
+      token counts as not started (``drain`` and ``stop(cancel_pending=True)`` end it).
+    * The backend ends the token exactly once through ``token._finish(COMPLETED, result)``
+      or ``token._finish(FAILED, exc=...)``; ``_finish`` returns False when a kill or a
+      timeout got there first, and the late result is then dropped.
+    * ``shutdown`` is called once the domain's worker threads are gone (no further
+      ``submit``); it ends every token the backend still holds and never hangs.
     """
 
     def submit(self, token: TaskToken[Any]) -> None:
@@ -27,4 +37,4 @@ class ExecutorBackend(Protocol):
         """Whether the backend's worker (process, cluster client …) is up."""
 
     def shutdown(self, timeout: float) -> None:
-        """Stop the backend within ``timeout`` seconds, ending every token it still holds."""
+        """Stop the backend within about ``timeout`` seconds, ending every token it holds."""

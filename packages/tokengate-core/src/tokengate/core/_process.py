@@ -46,6 +46,8 @@ _OK = 0
 _ERR = 1
 _COMPLETED = TokenState.COMPLETED
 _FAILED = TokenState.FAILED
+_EXECUTING = TokenState.EXECUTING
+_ADMITTED_ONLY = frozenset({TokenState.ADMITTED})
 #: How long an idle worker process gets to exit on its own after the stop message.
 _EXIT_GRACE = 2.0
 
@@ -88,13 +90,13 @@ class ProcessBackend:
         self._context = get_context(start_method)
         self._label = f"{coordinator.name}-core{core_id}"
         self._cond = threading.Condition(threading.Lock())
-        self._pending: deque[tuple[TaskToken[Any], bytes]] = deque()
+        # Calls waiting for the process: (token, pickled call, already moved to EXECUTING).
+        self._pending: deque[tuple[TaskToken[Any], bytes, bool]] = deque()
         # The token whose call is being sent or is in flight (at most one).
         self._active: TaskToken[Any] | None = None
         # A call sent by a worker thread, for the dispatcher to collect.
         self._flight: tuple[TaskToken[Any], BaseProcess, Connection] | None = None
-        # A backend made while its coordinator stops would never be shut down: born closed.
-        self._closed = not coordinator.running
+        self._closed = False
         self._thread: threading.Thread | None = None
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
@@ -117,7 +119,12 @@ class ProcessBackend:
     def pid(self) -> int | None:
         """The pid of the current worker process, or None."""
         process = self._process
-        return None if process is None else process.pid
+        if process is None:
+            return None
+        try:
+            return process.pid
+        except ValueError:  # closed after shutdown
+            return None
 
     @property
     def restarts(self) -> int:
@@ -125,14 +132,15 @@ class ProcessBackend:
         return self._restarts
 
     def submit(self, token: TaskToken[Any]) -> None:
-        """Pickle the call of an ``EXECUTING`` token and send or queue it; return at once.
+        """Pickle the call of an ``ADMITTED`` token and send or queue it; return at once.
 
-        An argument that cannot be pickled, or a function that cannot be imported by name,
-        fails the token here: the body never runs.
+        The token moves to ``EXECUTING`` only when its call is sent. An argument that cannot
+        be pickled, or a function that cannot be imported by name, fails the token here: the
+        body never runs.
         """
         plan = token._plan
         args, kwargs = token.args, token.kwargs
-        if token.done():  # killed or timed out before it crossed: it never runs
+        if token.done():  # killed or timed out before it got here: it never runs
             return
         problem = _importability_problem(plan.module, plan.qualname)
         if problem is not None:
@@ -170,7 +178,7 @@ class ProcessBackend:
                     self._active = token
                     direct = (process, conn)
                 else:
-                    self._pending.append((token, payload))
+                    self._pending.append((token, payload, False))
                     if self._thread is None:
                         self._thread = threading.Thread(
                             target=self._dispatch, name=f"{self._label}-process", daemon=True
@@ -194,7 +202,7 @@ class ProcessBackend:
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
             self._closed = True
-            pending = [token for token, _ in self._pending]
+            pending = [entry[0] for entry in self._pending]
             self._pending.clear()
             active = self._active
             self._cond.notify_all()
@@ -235,8 +243,9 @@ class ProcessBackend:
         self, token: TaskToken[Any], payload: bytes, process: BaseProcess, conn: Connection
     ) -> None:
         """Send from the submitting thread to the idle process; the dispatcher collects."""
+        started = self._starting(token)
         sent = False
-        if self._starting(token):
+        if started:
             try:
                 conn.send_bytes(payload)
                 sent = True
@@ -247,15 +256,19 @@ class ProcessBackend:
                 self._flight = (token, process, conn)
             else:
                 self._active = None
-                if not token.done():
+                if started and not token.done():
                     # The pipe broke before the call crossed, so the body has not run: the
                     # dispatcher retries it on a fresh process (or ends it if shut down).
-                    self._pending.appendleft((token, payload))
+                    self._pending.appendleft((token, payload, True))
             self._cond.notify()
 
     def _starting(self, token: TaskToken[Any]) -> bool:
-        """The last checks before a body starts: not ended, and the started hook passed."""
-        if token.done():  # killed while queued: it never runs
+        """Move the token to ``EXECUTING`` and run the started hook; False if it must not run.
+
+        A token killed, drained or timed out while it waited here is no longer ``ADMITTED``:
+        it never runs.
+        """
+        if not token._move(_ADMITTED_ONLY, _EXECUTING):
             return False
         plan = token._plan
         if plan.on_started is not None:
@@ -270,9 +283,11 @@ class ProcessBackend:
         token.started_at = time.perf_counter()
         return True
 
-    def _send(self, token: TaskToken[Any], payload: bytes) -> tuple[BaseProcess, Connection] | None:
+    def _send(
+        self, token: TaskToken[Any], payload: bytes, started: bool
+    ) -> tuple[BaseProcess, Connection] | None:
         """Send from the dispatcher, starting a process when needed; None if nothing crossed."""
-        if not self._starting(token):
+        if not started and not self._starting(token):
             return None
         for attempt in range(2):
             with self._cond:
@@ -357,7 +372,7 @@ class ProcessBackend:
     def _dispatch(self) -> None:
         cond = self._cond
         while True:
-            job: tuple[TaskToken[Any], bytes] | None = None
+            job: tuple[TaskToken[Any], bytes, bool] | None = None
             with cond:
                 while (
                     self._flight is None

@@ -15,8 +15,13 @@ if TYPE_CHECKING:
 __all__ = ("StorageGate",)
 
 
+#: Parked tokens that ended (killed, timed out) are dropped in amortised batches once the
+#: queue reaches this size or twice what the last sweep kept.
+_SWEEP_MIN = 1024
+
+
 class _Tier:
-    __slots__ = ("in_use", "limit", "lock", "peak", "waiting")
+    __slots__ = ("in_use", "limit", "lock", "peak", "sweep_at", "waiting")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -24,12 +29,14 @@ class _Tier:
         self.peak = 0
         self.waiting: deque[TaskToken[Any]] = deque()
         self.lock = threading.Lock()
+        self.sweep_at = _SWEEP_MIN
 
 
 class StorageGate:
     """One slot counter per tier. A token that finds its tier full is parked here (it does
-    not occupy a worker); when a slot frees, the slot passes to the oldest parked token,
-    which goes back to its core domain."""
+    not occupy a worker); when a slot frees, the slot passes to the oldest parked token that
+    has not ended, which goes back to its core domain. Ended parked tokens are dropped in
+    amortised sweeps, so the queue follows the live tokens."""
 
     def __init__(self, limits: Mapping[StorageSpeed, int]) -> None:
         self._tiers = {tier: _Tier(limits[tier]) for tier in StorageSpeed}
@@ -42,7 +49,13 @@ class StorageGate:
                 state.in_use += 1
                 state.peak = max(state.peak, state.in_use)
                 return True
-            state.waiting.append(token)
+            waiting = state.waiting
+            if len(waiting) >= state.sweep_at:
+                live = [t for t in waiting if not t.done()]
+                waiting.clear()
+                waiting.extend(live)
+                state.sweep_at = max(_SWEEP_MIN, 2 * len(live))
+            waiting.append(token)
             return False
 
     def release(self, tier: StorageSpeed) -> TaskToken[Any] | None:

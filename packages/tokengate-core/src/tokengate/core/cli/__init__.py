@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
             "a one-thread loop, alternating wave by wave, and prints the SPEC §9 ratios."
         ),
     )
-    bench.add_argument("--waves", type=_waves, default=None, help="run the first N waves (1-15)")
+    bench.add_argument(
+        "--waves", type=_waves, default=None, metavar="N", help="run the first N waves (1-15)"
+    )
     bench.add_argument(
         "--baseline",
         action="store_true",
@@ -114,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     bench.add_argument(
-        "--rounds", type=_positive_int, default=5, help="rounds of the no-op micro (median)"
+        "--rounds",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="rounds of the no-op micro (median; default 5)",
     )
     bench.add_argument(
         "--memory",
@@ -122,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run each side alone in a fresh process and compare peak memory",
     )
     bench.add_argument(
-        "--warmup", type=_non_negative_int, default=256, help="warm-up calls per side"
+        "--warmup",
+        type=_non_negative_int,
+        default=256,
+        metavar="N",
+        help="warm-up calls per side (default 256)",
     )
     bench.add_argument(
         "--only", choices=("tokengate", "threadpool", "loop"), help=argparse.SUPPRESS
@@ -158,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the {DEMO_WAVES}-wave bench with baseline, then every demo (make demo)",
     )
     every.add_argument(
-        "--waves", type=_waves, default=DEMO_WAVES, help="waves of the bench (default 12)"
+        "--waves",
+        type=_waves,
+        default=DEMO_WAVES,
+        metavar="N",
+        help="waves of the bench (default 12)",
     )
     every.add_argument(
         "--noop",
@@ -183,7 +197,11 @@ def _storm_options(parser: argparse.ArgumentParser) -> None:
         "--burst", type=_non_negative_int, default=50, help="identical calls per key"
     )
     parser.add_argument(
-        "--distinct", type=_non_negative_int, default=None, help="calls with distinct keys"
+        "--distinct",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="calls with distinct keys (default 8 per key)",
     )
     parser.add_argument(
         "--cores", type=_positive_int, default=4, help="core domains of the demo coordinators"

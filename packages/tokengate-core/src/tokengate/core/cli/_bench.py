@@ -22,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,15 +150,24 @@ class MemoryResult:
         start_rss_mb: side → resident set size before its first wave (MiB).
         retained_blocks: side → memory blocks still allocated after the run and a full
             collection, minus those before it (``sys.getallocatedblocks``).
+        errors: sides whose subprocess failed, with what it said.
     """
 
     peak_rss_mb: dict[str, float]
     start_rss_mb: dict[str, float]
     retained_blocks: dict[str, int]
+    errors: list[str] = field(default_factory=list)
 
     def growth_mb(self, side: str) -> float:
         """Peak minus start: what the waves themselves needed."""
         return self.peak_rss_mb[side] - self.start_rss_mb[side]
+
+    def overhead_mb(self, side: str) -> float | None:
+        """Growth beyond the one-thread loop's, which holds only the results of a wave: what
+        scheduling the calls cost (None without the loop side)."""
+        if LOOP not in self.peak_rss_mb:
+            return None
+        return self.growth_mb(side) - self.growth_mb(LOOP)
 
     @property
     def target(self) -> Target | None:
@@ -179,7 +189,9 @@ class MemoryResult:
             "peak_rss_mb": self.peak_rss_mb,
             "start_rss_mb": self.start_rss_mb,
             "growth_mb": {side: self.growth_mb(side) for side in self.peak_rss_mb},
+            "overhead_over_loop_mb": {side: self.overhead_mb(side) for side in self.peak_rss_mb},
             "retained_blocks": self.retained_blocks,
+            "errors": self.errors,
         }
 
 
@@ -197,6 +209,9 @@ class BenchReport:
         noop: the no-op micro-benchmark, when it ran.
         memory: per-side peak memory, when it was measured.
         problems: what failed (empty when the run is sound).
+        rss: resident memory of this process (MiB) at the start and end, and its peak.
+        load_average: the machine's 1-minute load average at the start and the end (other
+            processes compete for the same CPUs: read every figure with it).
     """
 
     options: BenchOptions
@@ -209,6 +224,7 @@ class BenchReport:
     memory: MemoryResult | None = None
     problems: list[str] = field(default_factory=list)
     rss: dict[str, float] = field(default_factory=dict)
+    load_average: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -271,11 +287,10 @@ class BenchReport:
                 "python": platform.python_version(),
                 "implementation": platform.python_implementation(),
                 "platform": platform.platform(),
-                "cpus": len(os.sched_getaffinity(0))
-                if hasattr(os, "sched_getaffinity")
-                else os.cpu_count(),
+                "cpus": machine_cpus(),
                 "timestamp": time.time(),
                 "wall_s": self.wall_s,
+                "load_average": self.load_average,
             },
             "config": {
                 "waves": self.options.waves,
@@ -321,6 +336,11 @@ async def _settle(awaitables: Sequence[Any], timeout: float) -> tuple[list[Any] 
     return results, _perf()
 
 
+def _sorted_array(values: Iterable[float]) -> array[float]:
+    """Sorted latencies in one flat buffer (no float object per call is kept)."""
+    return array("d", sorted(values))
+
+
 def _count(results: Sequence[Any] | None, size: int) -> tuple[int, str | None]:
     if results is None:
         return size, f"the wave did not finish within its timeout ({size} calls counted lost)"
@@ -343,7 +363,7 @@ async def tokengate_wave(calls: Sequence[Call], wave: int, timeout: float) -> Wa
     results, end = await _settle(tokens, timeout)
     cpu = _cpu() - cpu
     failed, first = _count(results, len(calls))
-    latencies = sorted(
+    latencies = _sorted_array(
         t.finished_at - t.created_at if t.finished_at is not None else end - t.created_at
         for t in tokens
     )
@@ -396,7 +416,7 @@ async def threadpool_wave(
     results, end = await _settle(futures, timeout)
     cpu = _cpu() - cpu
     failed, first = _count(results, size)
-    latencies = sorted((stamps[2 * j + 1] or end) - submitted_at[j] for j in range(size))
+    latencies = _sorted_array((stamps[2 * j + 1] or end) - submitted_at[j] for j in range(size))
     task_s = sum(stamps[2 * j + 1] - stamps[2 * j] for j in range(size) if stamps[2 * j + 1])
     return WaveResult(
         THREADPOOL,
@@ -420,13 +440,17 @@ def loop_wave(calls: Sequence[Call], wave: int) -> WaveResult:
     task_s = 0.0
     failed = 0
     first: str | None = None
+    # The results are kept until the wave ends, as gather keeps them on the other sides.
+    results: list[Any] = []
+    keep = results.append
     cpu = _cpu()
     start = _perf()
     for j, call in enumerate(calls):
         began = _perf()
         try:
-            call.operation.body(*call.args)
+            keep(call.operation.body(*call.args))
         except Exception as exc:
+            keep(exc)
             failed += 1
             if first is None:
                 first = repr(exc)
@@ -434,8 +458,9 @@ def loop_wave(calls: Sequence[Call], wave: int) -> WaveResult:
         task_s += finished - began
     end = _perf()
     cpu = _cpu() - cpu
+    del results
     # The loop has no submission: every call is issued when the wave starts.
-    latencies = sorted(stamp - start for stamp in ends)
+    latencies = _sorted_array(stamp - start for stamp in ends)
     return WaveResult(
         LOOP, wave, size, size - failed, failed, 0.0, end - start, task_s, latencies, first, cpu
     )
@@ -547,6 +572,7 @@ def run_bench(
 ) -> BenchReport:
     """Run the benchmark (and, if asked, the no-op micro-benchmark and the memory runs)."""
     report = BenchReport(options)
+    report.load_average["start"] = _load_average()
     began = _perf()
     blocks_before = _blocks()
     asyncio.run(_bench_async(options, report, listener or WaveListener()))
@@ -558,8 +584,25 @@ def run_bench(
             report.problems.append(f"no-op benchmark: {report.noop.failed} calls failed")
     if memory:
         report.memory = measure_memory(options)
+        report.problems.extend(report.memory.errors)
     report.wall_s = _perf() - began
+    report.load_average["end"] = _load_average()
     return report
+
+
+def _load_average() -> float:
+    """The 1-minute load average (-1.0 where unknown)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return -1.0
+
+
+def machine_cpus() -> int:
+    """CPUs this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------- the no-op micro
@@ -657,6 +700,7 @@ def measure_memory(options: BenchOptions) -> MemoryResult:
     peak: dict[str, float] = {}
     start: dict[str, float] = {}
     retained: dict[str, int] = {}
+    errors: list[str] = []
     sides = SIDES if options.baseline else (TOKENGATE,)
     with tempfile.TemporaryDirectory(prefix="tokengate-bench-") as tmp:
         for side in sides:
@@ -676,14 +720,22 @@ def measure_memory(options: BenchOptions) -> MemoryResult:
                 "--json",
                 str(out),
             ]
-            subprocess.run(command, check=False, capture_output=True, timeout=3600)
-            if not out.exists():
-                continue
+            done = subprocess.run(
+                command, check=False, capture_output=True, text=True, timeout=3600
+            )
+            if done.returncode != 0 or not out.exists():
+                tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+                errors.append(
+                    f"memory run of {SIDE_TITLES[side]} exited {done.returncode}: "
+                    + " | ".join(tail)
+                )
+                if not out.exists():
+                    continue
             data = json.loads(out.read_text())
             peak[side] = float(data["rss"].get("peak_mb", 0.0))
             start[side] = float(data["rss"].get("start_mb", 0.0))
             retained[side] = int(data["rss"].get("retained_blocks", 0))
-    return MemoryResult(peak, start, retained)
+    return MemoryResult(peak, start, retained, errors)
 
 
 def overall_latency_ms(waves: Sequence[WaveResult], pct: float) -> float:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from ._bench import SIDE_TITLES, BenchReport, NoopResult, WaveListener
+from ._bench import SIDE_TITLES, BenchReport, NoopResult, WaveListener, machine_cpus
 from ._stats import SideSummary, Target, WaveResult
 
 __all__ = ("Output", "render_bench", "render_targets")
@@ -331,19 +331,33 @@ def render_bench(out: Output, report: BenchReport) -> None:
         mem = report.memory
         out.table(
             "Peak memory (each side alone in a fresh process)",
-            ("side", "start MiB", "peak MiB", "growth MiB", "retained blocks"),
+            ("side", "start MiB", "peak MiB", "growth MiB", "over loop MiB", "retained blocks"),
             [
                 [
                     SIDE_TITLES[name],
                     f"{mem.start_rss_mb[name]:.1f}",
                     f"{mem.peak_rss_mb[name]:.1f}",
                     f"{mem.growth_mb(name):.1f}",
+                    _optional_mb(mem.overhead_mb(name)),
                     f"{mem.retained_blocks.get(name, 0):,}",
                 ]
                 for name in mem.peak_rss_mb
             ],
         )
+        out.line(
+            "growth = peak - start (after the warm-up); over loop = growth - the loop's growth "
+            "(the loop holds only each wave's results); retained blocks = "
+            "sys.getallocatedblocks() after the run minus before it",
+            style="dim",
+        )
     render_targets(out, report.targets())
+    load = report.load_average
+    if load.get("start", -1.0) >= 0:
+        out.line(
+            f"machine: {machine_cpus()} CPUs, load average {load['start']:.2f} at the start, "
+            f"{load.get('end', -1.0):.2f} at the end (other processes share these CPUs)",
+            style="dim",
+        )
     if report.ok:
         out.verdict(True, f"bench: every call succeeded ({report.wall_s:.1f} s)")
     else:
@@ -380,6 +394,10 @@ _LEGEND = (
     "of each call; CPU us/token = process CPU (all threads) / tokens, robust to a",
     "noisy machine; TG/x = TokenGate / x (for latency and CPU, lower is better).",
 )
+
+
+def _optional_mb(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
 
 
 def _fmt(kind: str, value: float) -> str:

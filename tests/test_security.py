@@ -1,0 +1,349 @@
+"""Security properties (see docs/security.md for the trust model).
+
+* Entry-point plugins are code that runs when the plugin host is made; setting
+  ``TOKENGATE_DISABLE_PLUGIN_AUTOLOAD=1`` (or ``PluginHost(autoload=False)``) keeps them from
+  even being imported.
+* Nothing unpickles data that did not come from the coordinator's own worker processes: a
+  static audit of every source file of the four distributions finds unpickling only in the
+  process backend, and a runtime audit shows the coordinator's process unpickles only bytes
+  it received over the private, unnamed pipe of a worker process it spawned itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import reliability_targets as targets
+from tests.support.reliability_checks import WAIT, assert_quiescent
+from tokengate.core import OperationsCoordinator, PluginHost, task_token_guard
+from tokengate.core._plugins import AUTOLOAD_ENV
+from tokengate.core._process import ProcessBackend
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = sorted((ROOT / "packages").glob("*/src/tokengate/**/*.py"))
+
+
+# ---------------------------------------------------------------------- entry-point autoload
+@pytest.fixture
+def planted_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    """An installed-looking distribution whose ``tokengate`` entry point leaves a marker
+    file when its module is imported. Yields (entry-point name, marker path)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    module = f"planted_tokengate_plugin_{os.getpid()}_{abs(hash(tmp_path)) % 10**8}"
+    marker = tmp_path / "imported.marker"
+    (site / f"{module}.py").write_text(
+        textwrap.dedent(
+            f"""
+            from pathlib import Path
+            Path({str(marker)!r}).write_text("imported")
+
+            from tokengate.core import hookimpl
+
+            @hookimpl
+            def tokengate_coordinator_started(coordinator):
+                pass
+            """
+        ),
+        encoding="utf-8",
+    )
+    dist = site / f"{module}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (dist / "entry_points.txt").write_text(f"[tokengate]\nplanted = {module}\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(site))
+    yield "planted", marker
+    sys.modules.pop(module, None)
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", " 1 "])
+def test_autoload_env_var_keeps_entry_points_from_being_imported(
+    planted_plugin: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    name, marker = planted_plugin
+    monkeypatch.setenv(AUTOLOAD_ENV, value)
+    host = PluginHost()
+    assert not host.has_plugin(name)
+    assert not marker.exists(), "the entry point's module was imported although disabled"
+    assert {info.name for info in host.plugins()} == {"tokengate.core.builtin"}
+
+
+def test_autoload_off_by_argument_and_on_by_default(
+    planted_plugin: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, marker = planted_plugin
+    monkeypatch.delenv(AUTOLOAD_ENV, raising=False)
+    assert not PluginHost(autoload=False).has_plugin(name)
+    assert not marker.exists()
+    host = PluginHost()  # the default: entry points are code, and they run now
+    assert host.has_plugin(name)
+    assert marker.read_text() == "imported"
+    assert {"conductor", "numeric", name} <= {info.name for info in host.plugins()}
+
+
+def test_plugin_manager_honours_the_env_var_in_a_fresh_process(
+    planted_plugin: tuple[str, Path],
+) -> None:
+    """``plugin_manager()`` (the process-wide host) reads the variable when it is created."""
+    name, marker = planted_plugin
+    script = (
+        "from tokengate.core import plugin_manager\n"
+        "print(sorted(info.name for info in plugin_manager().plugins()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != AUTOLOAD_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    disabled = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**env, AUTOLOAD_ENV: "1"},
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 2,
+        check=True,
+    )
+    assert disabled.stdout.strip() == "['tokengate.core.builtin']"
+    assert not marker.exists()
+    enabled = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 2,
+        check=True,
+    )
+    assert f"'{name}'" in enabled.stdout
+    assert marker.exists()
+
+
+# ---------------------------------------------------------------------- static unpickling audit
+#: Module attributes that deserialise data (or open something that does).
+UNSAFE_CALLS = {
+    "pickle": {"loads", "load", "Unpickler"},
+    "_pickle": {"loads", "load", "Unpickler"},
+    "marshal": {"loads", "load"},
+    "shelve": {"open", "Shelf", "DbfilenameShelf"},
+    "dill": {"loads", "load"},
+    "cloudpickle": {"loads", "load"},
+    "jsonpickle": {"decode"},
+    "yaml": {"load", "unsafe_load", "full_load", "load_all"},
+}
+#: Modules that open a door to other processes or hosts (they are not used at all).
+NETWORK_MODULES = {
+    "socket",
+    "socketserver",
+    "http.server",
+    "xmlrpc.server",
+    "xmlrpc.client",
+    "multiprocessing.managers",
+    "asyncio.streams",
+}
+#: Names that, wherever they come from, mean unpickling from a connection or a listener.
+UNSAFE_NAMES = {"Listener", "Client", "Manager", "BaseManager", "SyncManager"}
+
+#: The only places allowed to unpickle: (file, function) → what they unpickle.
+ALLOWED_UNPICKLING = {
+    (
+        "tokengate-core/src/tokengate/core/_process.py",
+        "ProcessBackend._collect",
+    ): "the answer of the domain's own worker process, read from its private pipe",
+    (
+        "tokengate-core/src/tokengate/core/_process.py",
+        "_answer",
+    ): "(in the worker process) the call its coordinator sent over the same pipe",
+    (
+        "tokengate-core/src/tokengate/core/_process.py",
+        "_portable",
+    ): "(in the worker process) a round trip of an exception it just pickled itself",
+}
+
+
+class _Audit(ast.NodeVisitor):
+    """Finds unpickling calls, ``.recv()`` on connections and network imports."""
+
+    def __init__(self, relative: str) -> None:
+        self.relative = relative
+        self.scope: list[str] = []
+        self.unpickling: list[tuple[str, str, int]] = []
+        self.findings: list[str] = []
+        self.aliases: dict[str, str] = {}
+
+    def _where(self, node: ast.AST) -> str:
+        return f"{self.relative}:{getattr(node, 'lineno', '?')}"
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self.scope.append(node.name)
+        self.generic_visit(node)
+        self.scope.pop()
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self.scope.append(node.name)
+        self.generic_visit(node)
+        self.scope.pop()
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self.aliases[alias.asname or alias.name] = alias.name
+            if alias.name in NETWORK_MODULES:
+                self.findings.append(f"{self._where(node)} imports {alias.name}")
+        self.generic_visit(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        module = node.module or ""
+        for alias in node.names:
+            full = f"{module}.{alias.name}"
+            if module in NETWORK_MODULES or full in NETWORK_MODULES:
+                self.findings.append(f"{self._where(node)} imports {full}")
+            if alias.name in UNSAFE_CALLS.get(module, set()) or alias.name in UNSAFE_NAMES:
+                self.findings.append(f"{self._where(node)} imports {full}")
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        if isinstance(func, ast.Attribute):
+            if isinstance(func.value, ast.Name):
+                module = self.aliases.get(func.value.id, func.value.id)
+                if func.attr in UNSAFE_CALLS.get(module, set()):
+                    self.unpickling.append((self.relative, ".".join(self.scope), node.lineno))
+            if func.attr == "recv":  # Connection.recv() unpickles what it reads
+                self.findings.append(f"{self._where(node)} calls .recv() (unpickles)")
+            if func.attr in UNSAFE_NAMES:
+                self.findings.append(f"{self._where(node)} calls .{func.attr}()")
+        elif isinstance(func, ast.Name) and func.id in UNSAFE_NAMES:
+            self.findings.append(f"{self._where(node)} calls {func.id}()")
+        self.generic_visit(node)
+
+
+def test_sources_are_audited() -> None:
+    packages = {path.relative_to(ROOT / "packages").parts[0] for path in SOURCES}
+    assert packages == {
+        "tokengate-hashing",
+        "tokengate-core",
+        "tokengate-conductor",
+        "tokengate-numeric",
+    }
+    assert len(SOURCES) > 20
+
+
+def test_unpickling_happens_only_in_the_process_backend() -> None:
+    sites: set[tuple[str, str]] = set()
+    findings: list[str] = []
+    for path in SOURCES:
+        relative = path.relative_to(ROOT / "packages").as_posix()
+        audit = _Audit(relative)
+        audit.visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+        sites |= {(file, scope) for file, scope, _ in audit.unpickling}
+        findings += audit.findings
+    assert findings == [], "\n".join(findings)
+    unexpected = sites - set(ALLOWED_UNPICKLING)
+    assert unexpected == set(), f"new unpickling sites need a security review: {unexpected}"
+    assert ("tokengate-core/src/tokengate/core/_process.py", "ProcessBackend._collect") in sites
+
+
+def test_the_worker_pipe_is_made_here_and_has_no_address() -> None:
+    """Statically: the backend makes its pipe with its own multiprocessing context and hands
+    one end to the child it starts; nothing else reads from a connection."""
+    source = (ROOT / "packages/tokengate-core/src/tokengate/core/_process.py").read_text()
+    tree = ast.parse(source)
+    pipes = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "Pipe"
+    ]
+    assert len(pipes) == 1
+    assert ast.unparse(pipes[0].func) == "self._context.Pipe"
+    receivers = {
+        ast.unparse(node.func.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in {"recv_bytes", "recv_bytes_into", "recv"}
+    }
+    assert receivers == {"conn"}, receivers
+
+
+# ---------------------------------------------------------------------- runtime unpickling audit
+p_add = task_token_guard(
+    "reliability.security.add", tags={"process_pool": True, "weight": "heavy"}
+)(targets.add)
+p_fail = task_token_guard(
+    "reliability.security.fail", tags={"process_pool": True, "weight": "heavy"}
+)(targets.fail)
+
+
+def _parent_pid_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_coordinator_unpickles_only_what_its_own_worker_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    received: list[tuple[Connection, bytes]] = []
+    unpickled: list[bytes] = []
+    lock = threading.Lock()
+    real_recv_bytes = Connection.recv_bytes
+    real_loads = pickle.loads
+
+    def recording_recv_bytes(self: Connection, maxlength: int | None = None) -> bytes:
+        data = real_recv_bytes(self, maxlength)
+        with lock:
+            received.append((self, data))
+        return data
+
+    def recording_loads(data: Any, /, **kwargs: Any) -> Any:
+        with lock:
+            unpickled.append(data)
+        return real_loads(data, **kwargs)
+
+    monkeypatch.setattr(Connection, "recv_bytes", recording_recv_bytes)
+    monkeypatch.setattr(pickle, "loads", recording_loads)
+
+    coordinator = OperationsCoordinator(cores=1, workers_per_core=1).start()
+    try:
+        assert p_add(2, 3).get(WAIT) == 5
+        with pytest.raises(ValueError, match="refused"):
+            p_fail("refused").get(WAIT)
+        assert p_add(4, 5).get(WAIT) == 9
+        backend = coordinator._domains[0].backend
+        assert isinstance(backend, ProcessBackend)
+        conn = backend._conn
+        assert conn is not None
+        assert backend.pid is not None
+        # The peer is a child this process spawned itself ...
+        assert _parent_pid_of(backend.pid) == os.getpid()
+        # ... over an unnamed socket pair: no address another process could connect to.
+        probe = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            assert probe.family == socket.AF_UNIX
+            assert probe.getsockname() in ("", b"")
+            assert probe.getpeername() in ("", b"")
+        finally:
+            probe.close()
+    finally:
+        coordinator.stop(timeout=WAIT)
+    assert_quiescent(coordinator)
+
+    assert len(unpickled) == 3, "expected one unpickled answer per call"
+    for data in unpickled:
+        sources = [c for c, d in received if d is data]
+        assert sources, "the coordinator unpickled bytes it did not receive from its worker"
+        assert all(c is conn for c in sources), "unpickled bytes came from another connection"
