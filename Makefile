@@ -41,8 +41,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# One mypy run for the sources and the cross-package tests, then one per package's tests
+# (each package's tests/ is its own root: conftest.py and test names may repeat across them).
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy packages/*/src packages/*/tests tests
+	$(VENV)/bin/mypy packages/*/src tests
+	for tests in packages/*/tests; do $(VENV)/bin/mypy $$tests || exit 1; done
 
 pytest: $(STAMP)
 	$(PY) -m pytest packages/tokengate-hashing/tests packages/tokengate-core/tests packages/tokengate-conductor/tests packages/tokengate-numeric/tests tests --ignore=tests/soak -q

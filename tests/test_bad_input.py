@@ -526,34 +526,14 @@ class UnhashableKeyMapping(Mapping[str, object]):
         return 1
 
 
-CORE_FIX = (
-    "BUG (core _plugins.PluginHost.validate_tags): an exception other than pydantic's "
-    "ValidationError escapes validation; fix: read the mapping and validate inside "
-    "'except Exception' and raise TagValidationError naming the function"
-)
-CONDUCTOR_FIX = (
-    "BUG (conductor _tags._external_calls): the validator formats {item!r} and iterates the "
-    "value unguarded, so a hostile item's RuntimeError escapes pydantic; fixed by the same "
-    "catch-all in validate_tags, or by a safe repr in the validator"
-)
-
-
 @pytest.mark.parametrize(
     "tags",
     [
-        pytest.param(RaisingIterMapping(), marks=pytest.mark.xfail(strict=True, reason=CORE_FIX)),
-        pytest.param(
-            RaisingGetitemMapping(), marks=pytest.mark.xfail(strict=True, reason=CORE_FIX)
-        ),
-        pytest.param(UnhashableKeyMapping(), marks=pytest.mark.xfail(strict=True, reason=CORE_FIX)),
-        pytest.param(
-            {"external_calls": [EvilEverything()]},
-            marks=pytest.mark.xfail(strict=True, reason=CONDUCTOR_FIX),
-        ),
-        pytest.param(
-            {"external_calls": EvilList([1])},
-            marks=pytest.mark.xfail(strict=True, reason=CONDUCTOR_FIX),
-        ),
+        pytest.param(RaisingIterMapping()),
+        pytest.param(RaisingGetitemMapping()),
+        pytest.param(UnhashableKeyMapping()),
+        pytest.param({"external_calls": [EvilEverything()]}),
+        pytest.param({"external_calls": EvilList([1])}),
     ],
     ids=[
         "mapping-iter-raises",

@@ -463,12 +463,6 @@ def test_stop_during_bursts_from_several_threads(wait: bool, cancel_pending: boo
     assert_quiescent(coordinator)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a call that passed _submit's running check before stop() registers its "
-    "token after stop()'s final sweep; the token is put in a dead worker's mailbox and never "
-    "ends (I4). Fix: re-check self._running after registering the token in _submit.",
-)
 def test_call_racing_stop_still_ends_its_token(register_plugin: PluginRegistrar) -> None:
     """Deterministic version of the race above: a creation hook holds one call between the
     coordinator's running check and the token's registration while stop() runs to the end."""

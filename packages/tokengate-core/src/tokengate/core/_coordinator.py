@@ -358,6 +358,9 @@ class OperationsCoordinator:
                 return token
             token._state = WAITING  # not yet visible to any other thread: no gate needed
             self._tokens[token.seq] = token
+            if self._stopped_meanwhile():  # stop() began after the check above
+                token.kill("coordinator stopped before the token was routed")
+                return token
             if plan.timeout is not None:
                 self._deadlines.add(token, plan.timeout)
             paused = self._paused or (self._paused_ops and plan.operation_type in self._paused_ops)
@@ -367,6 +370,10 @@ class OperationsCoordinator:
         except BaseException as exc:
             self._fail_before_start(token, exc)
         return token
+
+    def _stopped_meanwhile(self) -> bool:
+        """Re-read the running flag (stop() may have swept the tokens since the first check)."""
+        return not self._running
 
     @staticmethod
     def _run_create_hooks(token: TaskToken[Any], plan: OperationPlan) -> None:

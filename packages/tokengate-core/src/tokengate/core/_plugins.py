@@ -271,6 +271,18 @@ class PluginHost:
             raise TagValidationError(
                 f"tags on {where} must be a mapping of tag name to value, not {type(tags).__name__}"
             )
+        try:
+            items = list(tags.items())
+        except Exception as exc:
+            raise TagValidationError(
+                f"tags on {where} could not be read: {safe_repr(exc)}"
+            ) from None
+        plain: dict[str, object] = {}
+        for key, value in items:
+            if not isinstance(key, str):
+                raise TagValidationError(f"tag {safe_repr(key)} on {where}: tag names are strings")
+            plain[str.__str__(key)] = value
+        tags = plain
         for key in tags:
             if not isinstance(key, str):
                 raise TagValidationError(f"tag {key!r} on {where}: tag names are strings")
@@ -299,11 +311,15 @@ class PluginHost:
                     f"(got {safe_repr(tags.get(name))}){allowed}"
                 )
             raise TagValidationError("; ".join(problems)) from None
+        except Exception as exc:
+            raise TagValidationError(
+                f"tags on {where} could not be validated: {safe_repr(exc)}"
+            ) from None
         values = {key: getattr(model, key) for key in tags}
         for owner, rule in registry.rules:
             try:
                 rule(values)
-            except ValueError as exc:
+            except Exception as exc:
                 raise TagValidationError(f"tags on {where}: {exc} (rule of {owner})") from None
         return model, values
 

@@ -32,7 +32,7 @@ from typing import Any
 from tokengate.core import OperationsCoordinator, TaskToken
 
 from . import _workload
-from ._stats import SideSummary, Target, WaveResult, percentile, summarize
+from ._stats import SideSummary, Target, WaveResult, summarize
 from ._workload import Call
 
 __all__ = (
@@ -736,12 +736,3 @@ def measure_memory(options: BenchOptions) -> MemoryResult:
             start[side] = float(data["rss"].get("start_mb", 0.0))
             retained[side] = int(data["rss"].get("retained_blocks", 0))
     return MemoryResult(peak, start, retained, errors)
-
-
-def overall_latency_ms(waves: Sequence[WaveResult], pct: float) -> float:
-    """Percentile of every call's latency across ``waves``, milliseconds."""
-    merged: list[float] = []
-    for wave in waves:
-        merged.extend(wave.latencies)
-    merged.sort()
-    return percentile(merged, pct) * 1000.0
