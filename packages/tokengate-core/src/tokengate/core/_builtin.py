@@ -44,8 +44,12 @@ def _enum_parser(enum_type: Any) -> Callable[[object], object]:
     return parse
 
 
-def _named(kind: str, names: Callable[[], tuple[str, ...]]) -> Callable[[object], str]:
+def _named(
+    kind: str, names: Callable[[], tuple[str, ...]], default: str
+) -> Callable[[object], str]:
     def check(value: object) -> str:
+        if value is None:  # like every other tag, None means "not given"
+            return default
         try:
             name = str(getattr(value, "value", value)).strip().lower()
         except Exception:
@@ -86,7 +90,9 @@ class BuiltinPlugin:
         )
         registry.add(
             "hash_policy",
-            Annotated[str, BeforeValidator(_named("hash policy", hash_names))],
+            Annotated[
+                str, BeforeValidator(_named("hash policy", hash_names, HashPolicy.STANDARD.value))
+            ],
             HashPolicy.STANDARD.value,
             allowed="a registered hash policy (none, fast, standard, full, or a plugin's)",
             description="how arguments enter the sticky key; none = free routing",

@@ -502,6 +502,7 @@ class OperationsCoordinator:
             except (AttributeError, OSError) as exc:
                 _worker_log.warning("pinning %s to CPU %s failed: %r", worker, domain.cpu, exc)
         get = worker.mailbox.get
+        qsize = worker.mailbox.qsize
         backlog = domain.backlog
         execute = self._execute
         while True:
@@ -514,11 +515,21 @@ class OperationsCoordinator:
             except BaseException:
                 _worker_log.exception("worker %s failed on %s", worker.index, token.token_id)
             worker.busy = False
-            if backlog:
+            if backlog or not qsize():
                 domain.refill(worker)
 
     def _execute(self, token: TaskToken[Any], worker: Worker, domain: CoreDomain) -> None:
         plan = token._plan
+        if plan.plain:
+            if token._move(_ADMITTED_ONLY, EXECUTING):
+                token.worker_id = worker.index
+                try:
+                    result = plan.func(*token.args, **token.kwargs)
+                except BaseException as exc:
+                    token._finish(FAILED, exc=exc)
+                else:
+                    token._finish(COMPLETED, result)
+            return
         if plan.storage is not None and not token._holds_slot:
             if token.done():
                 return
@@ -534,7 +545,6 @@ class OperationsCoordinator:
             if token._holds_slot:
                 self._release_slot(token)
             return
-        token.started_at = _perf()
         token.worker_id = worker.index
         states: list[object] = []
         try:
@@ -592,27 +602,29 @@ class OperationsCoordinator:
         self._tokens.pop(token.seq, None)
         if token.sticky_key is not None:
             self._release_sticky(token)
-        for ext in plan.ext_terminal:
-            try:
-                ext.on_terminal(token)
-            except Exception:
-                _log.exception("on_terminal of %r failed for %s", ext, token.token_id)
-        if token._holds_slot and token.started_at is None:
-            self._release_slot(token)
+        if not plan.plain_terminal:
+            for ext in plan.ext_terminal:
+                try:
+                    ext.on_terminal(token)
+                except Exception:
+                    _log.exception("on_terminal of %r failed for %s", ext, token.token_id)
+            if token._holds_slot and token.started_at is None:
+                self._release_slot(token)
         try:
             state = token._state
-            duration = token.duration
+            started = token.started_at
+            finished = token.finished_at or 0.0
+            duration = None if started is None else finished - started
             self._metrics.record(plan.operation_type, state, duration)
             if self._records.maxlen:
                 exc = token._exc
-                finished = token.finished_at
                 self._records.append(
                     (
                         token.seq,
                         plan.operation_type,
                         state,
                         duration,
-                        0.0 if finished is None else finished - token.created_at,
+                        finished - token.created_at,
                         token.core_id,
                         token.worker_id,
                         None if exc is None else repr(exc),

@@ -45,6 +45,22 @@ class OperationPlan:
     on_finished: Callable[..., Any] | None
     broken: PluginError | None
     generation: int
+    #: True when a worker only has to run the body: no storage tier, no process, no
+    #: extension around the body, no start hook (the workers' fast path).
+    plain: bool = False
+    #: True when the terminal move needs no plugin step (the release fast path).
+    plain_terminal: bool = False
+
+    def __post_init__(self) -> None:
+        self.plain = (
+            self.storage is None
+            and not self.process
+            and not self.ext_around
+            and self.on_started is None
+        )
+        self.plain_terminal = (
+            not self.ext_terminal and self.on_finished is None and self.storage is None
+        )
 
 
 def compile_plan(

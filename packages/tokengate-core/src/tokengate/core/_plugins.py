@@ -305,10 +305,14 @@ class PluginHost:
                 loc = error.get("loc", ())
                 name = str(loc[0]) if loc else "?"
                 spec = registry.specs.get(name)
-                allowed = f"; allowed: {spec.allowed}" if spec and spec.allowed else ""
+                message = str(error.get("msg", "invalid"))
+                allowed = (
+                    f"; allowed: {spec.allowed}"
+                    if spec and spec.allowed and "allowed:" not in message
+                    else ""
+                )
                 problems.append(
-                    f"tag {name!r} on {where}: {error.get('msg', 'invalid')} "
-                    f"(got {safe_repr(tags.get(name))}){allowed}"
+                    f"tag {name!r} on {where}: {message} (got {safe_repr(tags.get(name))}){allowed}"
                 )
             raise TagValidationError("; ".join(problems)) from None
         except Exception as exc:

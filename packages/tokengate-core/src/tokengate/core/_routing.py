@@ -59,18 +59,23 @@ class CoreDomain:
         self.backend: ExecutorBackend | None = None
 
     def dispatch(self, token: TaskToken[Any], position: int) -> None:
-        """Place a routed (``WAITING``) token: the position's worker unless another active
-        worker has a shorter mailbox; the backlog if every mailbox is full."""
+        """Place a routed (``WAITING``) token.
+
+        It goes to the position's worker when that worker is idle with an empty mailbox,
+        otherwise to the least-loaded worker (load = queued tokens + 1 while running a body,
+        so a child never queues behind a busy parent while a sibling idles), and to the
+        domain's backlog when every mailbox is full.
+        """
         workers = self.workers
         worker = workers[position % len(workers)]
-        if worker.mailbox.qsize():
-            best = worker.mailbox.qsize()
+        if worker.busy or worker.mailbox.qsize():
+            best = worker.mailbox.qsize() + worker.busy
             for other in workers:
-                depth = other.mailbox.qsize()
-                if depth < best:
-                    best = depth
+                load = other.mailbox.qsize() + other.busy
+                if load < best:
+                    best = load
                     worker = other
-            if best >= self.capacity:
+            if worker.mailbox.qsize() >= self.capacity:
                 with self._backlog_lock:
                     if all(w.mailbox.qsize() >= self.capacity for w in workers):
                         self.backlog.append(token)
@@ -86,7 +91,13 @@ class CoreDomain:
         worker.mailbox.put(token)
 
     def refill(self, worker: Worker) -> None:
-        """Move backlog tokens into ``worker``'s mailbox (called by the worker)."""
+        """Move backlog tokens into ``worker``'s mailbox (called by the worker).
+
+        A worker calls it after each token while the backlog is not empty, and always before
+        it would sleep on an empty mailbox: the check is made under the backlog lock, which
+        ``dispatch`` holds while it finds every mailbox full and appends, so a token can never
+        be appended after the last worker looked.
+        """
         mailbox = worker.mailbox
         with self._backlog_lock:
             room = self.capacity - mailbox.qsize()

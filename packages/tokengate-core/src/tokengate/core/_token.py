@@ -48,14 +48,25 @@ _LOCK_STRIPES = 256
 _LOCKS = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
 
 
-class LoopBridge:
-    """Delivers token completions to one event loop, one wake-up per batch.
+#: While completions flow, a loop bridge re-checks its queue on this period instead of being
+#: woken by each completion: a cross-thread wake-up is a socket write that releases the GIL
+#: and invites a hand-off per token, the main cost of ``wrap_future`` under load.
+POLL_INTERVAL = 0.001
+#: Empty polls in a row after which the bridge goes dormant (the next push wakes it).
+IDLE_POLLS = 2
 
-    Worker threads push ``(callback, token, context)``; the first push after a drain schedules
-    a single ``call_soon_threadsafe``; the drain runs every callback queued by then.
+
+class LoopBridge:
+    """Delivers token completions to one event loop in batches.
+
+    Worker threads push ``(callback, token, context)`` into a deque. The first push to a
+    dormant bridge schedules one ``call_soon_threadsafe``; from then on, while completions
+    keep arriving, the loop drains the deque every ``POLL_INTERVAL`` seconds without being
+    woken from other threads, and the bridge goes dormant again after ``IDLE_POLLS`` empty
+    drains.
     """
 
-    __slots__ = ("_loop", "_pending", "_scheduled")
+    __slots__ = ("_idle", "_loop", "_pending", "_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -63,6 +74,7 @@ class LoopBridge:
             deque()
         )
         self._scheduled = False
+        self._idle = 0
 
     def push(
         self, fn: DoneCallback, token: TaskToken[Any], ctx: contextvars.Context | None
@@ -80,9 +92,18 @@ class LoopBridge:
                 self._pending.clear()
 
     def _drain(self) -> None:
-        self._scheduled = False
         pending = self._pending
         loop = self._loop
+        if not pending:
+            self._idle += 1
+            if self._idle >= IDLE_POLLS:
+                self._scheduled = False
+                if not pending:  # a push after this re-check sees _scheduled False and wakes us
+                    return
+                self._scheduled = True
+            loop.call_later(POLL_INTERVAL, self._drain)
+            return
+        self._idle = 0
         while pending:
             fn, token, ctx = pending.popleft()
             try:
@@ -99,6 +120,7 @@ class LoopBridge:
                         "exception": exc,
                     }
                 )
+        loop.call_later(POLL_INTERVAL, self._drain)
 
 
 class TaskToken(Generic[R_co]):
