@@ -303,14 +303,17 @@ def test_a_child_is_not_queued_behind_the_parent_waiting_for_it(
 ) -> None:
     coordinator_factory(cores=2, workers_per_core=2)  # MEDIUM: core 2, counter starts at 2
     go = threading.Event()
+    running = threading.Event()
 
     @task_token_guard(operation_type="routing.parent_waits")
     def parent() -> int:
+        running.set()
         go.wait(WAIT)
         return medium_op(7).get(timeout=1.0)  # the child: position 4 → worker 0
 
     waiting = parent()  # position 2 → worker 0
+    assert running.wait(WAIT)
+    assert waiting.worker_id == 0
     assert medium_op(1).get(WAIT) == 1  # position 3 → worker 1, which is idle again
     go.set()
-    assert waiting.worker_id == 0
     assert waiting.get(WAIT) == 7

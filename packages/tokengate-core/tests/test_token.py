@@ -356,11 +356,17 @@ async def test_done_callbacks_run_on_the_registering_loop(
     gate.set()
     await asyncio.wait_for(fired.wait(), WAIT)
     assert threads == [loop_thread]
-    # already done: scheduled on the loop, not called synchronously
+    # already done: delivered on the loop too, never called synchronously by the caller
     late: list[int] = []
-    token.add_done_callback(lambda t: late.append(threading.get_ident()))
+    late_fired = asyncio.Event()
+
+    def on_late(t: TaskToken[int]) -> None:
+        late.append(threading.get_ident())
+        late_fired.set()
+
+    token.add_done_callback(on_late)
     assert late == []
-    await asyncio.sleep(0)
+    await asyncio.wait_for(late_fired.wait(), WAIT)
     assert late == [loop_thread]
 
 

@@ -7,6 +7,8 @@ body runs on a pinned worker of the right core domain.
 
 from __future__ import annotations
 
+import logging as _logging
+
 from tokengate.hashing import DigestPolicy as DigestPolicy
 from tokengate.hashing import HashPolicy as HashPolicy
 
@@ -43,6 +45,9 @@ from ._policies import DigestPolicyRegistry as DigestPolicyRegistry
 from ._policies import HashPolicyRegistry as HashPolicyRegistry
 from ._policies import TagRegistry as TagRegistry
 from ._token import TaskToken as TaskToken
+
+# Silent unless configured (SPEC §7): no "last resort" output to stderr from library loggers.
+_logging.getLogger("tokengate").addHandler(_logging.NullHandler())
 
 __all__ = (
     "ConfigurationError",

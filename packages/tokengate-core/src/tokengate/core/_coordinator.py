@@ -574,9 +574,12 @@ class OperationsCoordinator:
 
     def _release_slot(self, token: TaskToken[Any]) -> None:
         plan = token._plan
-        if plan.storage is None or not token._holds_slot:
+        if plan.storage is None:
             return
-        token._holds_slot = False
+        with token._lock:  # a kill may race the worker here: exactly one of them releases
+            if not token._holds_slot:
+                return
+            token._holds_slot = False
         nxt = self._storage.release(plan.storage)
         if nxt is not None:
             nxt._holds_slot = True

@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -380,7 +380,7 @@ class PluginHost:
         if not impls:
             return None
         if any(impl.hookwrapper or impl.wrapper for impl in impls):
-            return caller  # type: ignore[no-any-return]
+            return cast(Callable[..., Any], caller)
         calls = tuple((impl.function, bool(impl.argnames)) for impl in reversed(impls))
 
         def notify(*, token: object) -> None:

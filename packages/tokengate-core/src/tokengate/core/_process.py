@@ -280,7 +280,6 @@ class ProcessBackend:
                     exc=PluginError(f"a plugin failed before {token.token_id} ran: {exc!r}"),
                 )
                 return False
-        token.started_at = time.perf_counter()
         return True
 
     def _send(

@@ -87,7 +87,7 @@ class CoreDomain:
 
     def requeue(self, token: TaskToken[Any]) -> None:
         """Put an already admitted token back (a storage slot freed for it)."""
-        worker = min(self.workers, key=lambda w: w.mailbox.qsize())
+        worker = min(self.workers, key=lambda w: w.mailbox.qsize() + w.busy)
         worker.mailbox.put(token)
 
     def refill(self, worker: Worker) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 if TYPE_CHECKING:
     from tokengate.hashing import HandlerRegistry
@@ -66,7 +66,7 @@ def _shape(shape: Any) -> tuple[int, ...]:
     for size in shape:
         if type(size) is not int:
             return tuple([int(size) for size in shape])
-    return shape  # type: ignore[no-any-return]
+    return cast(tuple[int, ...], shape)
 
 
 def _text(value: object) -> str:
@@ -153,7 +153,7 @@ def numpy_scalar_fingerprint(obj: Any) -> Hashable:
     value = obj.item()
     if type(value).__module__ == "numpy":
         return (_dtype_text(obj.dtype), _text(obj))
-    return value  # type: ignore[no-any-return]
+    return cast(Hashable, value)
 
 
 # -- pandas ------------------------------------------------------------------------------
