@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -156,13 +155,6 @@ async def test_gather_without_return_exceptions_raises_the_first_error(
         await asyncio.gather(fails(7))
 
 
-@pytest.mark.xfail(
-    sys.version_info < (3, 12),
-    strict=True,
-    reason="Python 3.11's wait_for cancels the token (cancel() kills it) and re-raises its "
-    "result(): TaskKilledError, not CancelledError, so wait_for raises TaskKilledError "
-    "instead of TimeoutError (3.12's wait_for awaits the token and raises TimeoutError)",
-)
 @pytest.mark.asyncio
 async def test_wait_for_timeout_raises_timeout_error(
     coordinator: OperationsCoordinator, gate: threading.Event
@@ -301,12 +293,6 @@ class _PausingCoordinator(OperationsCoordinator):
         self.__dict__["_cached_bridge"] = bridge
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_coordinator._bridge_for caches (loop, bridge) in two attributes written "
-    "separately; two event-loop threads can leave loop B paired with loop A's bridge, so "
-    "B's done-callbacks run on A's thread (and B's awaiters may never wake)",
-)
 def test_bridge_cache_never_pairs_a_loop_with_another_loops_bridge() -> None:
     coordinator = _PausingCoordinator(cores=2, workers_per_core=1)
     loop_a = asyncio.new_event_loop()

@@ -25,6 +25,7 @@ from ._errors import RoutingError as RoutingError
 from ._errors import TagValidationError as TagValidationError
 from ._errors import TaskKilledError as TaskKilledError
 from ._errors import TaskKilledException as TaskKilledException
+from ._errors import TokenCancelledError as TokenCancelledError
 from ._errors import TokenGateError as TokenGateError
 from ._errors import TokenTimeoutError as TokenTimeoutError
 from ._extensions import DefaultRoutingPolicy as DefaultRoutingPolicy
@@ -76,6 +77,7 @@ __all__ = (
     "TaskKilledError",
     "TaskKilledException",
     "TaskToken",
+    "TokenCancelledError",
     "TokenExtension",
     "TokenGateError",
     "TokenState",

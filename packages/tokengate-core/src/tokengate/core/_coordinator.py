@@ -129,8 +129,8 @@ class OperationsCoordinator:
         self._bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBridge] = (
             weakref.WeakKeyDictionary()
         )
-        self._last_loop: asyncio.AbstractEventLoop | None = None
-        self._last_bridge: LoopBridge | None = None
+        # (loop, bridge) of the last lookup, one tuple so that threads never mix two pairs
+        self._last_pair: tuple[asyncio.AbstractEventLoop, LoopBridge] | None = None
         self._idle = threading.Event()
         self._watch_idle = False
         self._ext_state: dict[Hashable, Any] = {}
@@ -644,16 +644,16 @@ class OperationsCoordinator:
             self._idle.set()
 
     def _bridge_for(self, loop: asyncio.AbstractEventLoop) -> LoopBridge:
-        if loop is self._last_loop and self._last_bridge is not None:
-            return self._last_bridge
+        last = self._last_pair
+        if last is not None and last[0] is loop:
+            return last[1]
         bridge = self._bridges.get(loop)
         if bridge is None:
             with self._lock:
                 bridge = self._bridges.get(loop)
                 if bridge is None:
                     bridge = self._bridges[loop] = LoopBridge(loop)
-        self._last_loop = loop
-        self._last_bridge = bridge
+        self._last_pair = (loop, bridge)
         return bridge
 
     # ------------------------------------------------------------------ admin

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 __all__ = (
     "ConfigurationError",
     "CoordinatorNotRunningError",
@@ -11,6 +13,7 @@ __all__ = (
     "TagValidationError",
     "TaskKilledError",
     "TaskKilledException",
+    "TokenCancelledError",
     "TokenGateError",
     "TokenTimeoutError",
 )
@@ -40,6 +43,12 @@ class CoordinatorNotRunningError(TokenGateError, RuntimeError):
 
 class TaskKilledError(TokenGateError):
     """The token was killed (``kill()``, an admin call, a drain or a stop) before its result."""
+
+
+class TokenCancelledError(TaskKilledError, asyncio.CancelledError):
+    """The token was killed through asyncio's ``cancel()`` (``asyncio.wait_for`` on a timeout,
+    cancelling a ``gather``): a ``TaskKilledError`` that is also an ``asyncio.CancelledError``,
+    so asyncio turns it into the ``TimeoutError`` or cancellation its callers expect."""
 
 
 TaskKilledException = TaskKilledError

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._enums import TokenState, Weight
-from ._errors import TaskKilledError, TokenTimeoutError
+from ._errors import TaskKilledError, TokenCancelledError, TokenTimeoutError
 
 if TYPE_CHECKING:
     from ._coordinator import OperationsCoordinator
@@ -452,8 +452,17 @@ class TaskToken(Generic[R_co]):
         return False
 
     def cancel(self, msg: object = None) -> bool:
-        """asyncio's cancellation: kills the token (``reason="cancelled"``)."""
-        return self.kill("cancelled" if msg is None else f"cancelled: {msg}")
+        """asyncio's cancellation: kills the token (``reason="cancelled"``).
+
+        Its error is a :class:`~tokengate.core.TokenCancelledError`, a ``TaskKilledError`` that
+        is also an ``asyncio.CancelledError``, as asyncio expects of a cancelled awaitable.
+        """
+        reason = "cancelled" if msg is None else f"cancelled: {msg}"
+        return self._finish(
+            KILLED,
+            exc=TokenCancelledError(f"token {self.token_id} killed: {reason}"),
+            reason=reason,
+        )
 
     def _make_cancelled_error(self) -> asyncio.CancelledError:
         return asyncio.CancelledError()
