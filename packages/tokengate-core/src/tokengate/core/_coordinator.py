@@ -523,12 +523,7 @@ class OperationsCoordinator:
         if plan.plain:
             if token._move(_ADMITTED_ONLY, EXECUTING):
                 token.worker_id = worker.index
-                try:
-                    result = plan.func(*token.args, **token.kwargs)
-                except BaseException as exc:
-                    token._finish(FAILED, exc=exc)
-                else:
-                    token._finish(COMPLETED, result)
+                _run_body(token, plan)
             return
         if plan.storage is not None and not token._holds_slot:
             if token.done():
@@ -558,12 +553,7 @@ class OperationsCoordinator:
                 exc=PluginError(f"a plugin failed before {token.token_id} ran: {exc!r}"),
             )
         else:
-            try:
-                result = plan.func(*token.args, **token.kwargs)
-            except BaseException as exc:
-                token._finish(FAILED, exc=exc)
-            else:
-                token._finish(COMPLETED, result)
+            _run_body(token, plan)
         for ext, state in zip(plan.ext_around, states, strict=False):
             try:
                 ext.after_execute(token, state)
@@ -823,3 +813,13 @@ class OperationsCoordinator:
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"<OperationsCoordinator {self._name} {state} cores={self.cores}>"
+
+
+def _run_body(token: TaskToken[Any], plan: OperationPlan) -> None:
+    """Run an ``EXECUTING`` token's body on this thread and make its terminal move."""
+    try:
+        result = plan.func(*token.args, **token.kwargs)
+    except BaseException as exc:
+        token._finish(FAILED, exc=exc)
+    else:
+        token._finish(COMPLETED, result)
