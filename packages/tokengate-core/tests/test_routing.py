@@ -16,9 +16,11 @@ from tokengate.core import (
     OperationsCoordinator,
     RoutingPolicy,
     TaskToken,
+    TokenState,
     Weight,
     task_token_guard,
 )
+from tokengate.core._routing import CoreDomain
 
 WAIT = 10.0
 
@@ -317,3 +319,29 @@ def test_a_child_is_not_queued_behind_the_parent_waiting_for_it(
     assert medium_op(1).get(WAIT) == 1  # position 3 → worker 1, which is idle again
     go.set()
     assert waiting.get(WAIT) == 7
+
+
+def test_a_full_mailbox_on_the_least_loaded_worker_sends_the_token_to_one_with_room(
+    coordinator_factory: Factory,
+) -> None:
+    """Load counts a running body, so an idle worker with a full mailbox can weigh as little as
+    a busy one with room. Dispatch must use the one with room (it once recursed until the stack
+    overflowed, failing the token)."""
+    coordinator = coordinator_factory(cores=1, workers_per_core=2)
+    coordinator.pause()
+    token = medium_op(3)  # held: WAITING, not yet dispatched
+    held_state = token.state
+    assert held_state is TokenState.WAITING
+    domain = CoreDomain(core_id=1, workers=2, capacity=2, cpu=None)  # no threads behind it
+    busy_with_room, idle_but_full = domain.workers
+    busy_with_room.busy = True
+    busy_with_room.mailbox.put(None)  # load 1 queued + 1 running = 2
+    idle_but_full.mailbox.put(None)
+    idle_but_full.mailbox.put(None)  # load 2, mailbox full
+    domain.dispatch(token, position=1)  # the position points at the full mailbox
+    assert token.state is TokenState.ADMITTED
+    assert busy_with_room.mailbox.qsize() == 2
+    assert idle_but_full.mailbox.qsize() == 2
+    assert not domain.backlog
+    token.kill("test over")
+    coordinator.resume()

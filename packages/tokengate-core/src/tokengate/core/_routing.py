@@ -76,12 +76,16 @@ class CoreDomain:
                     best = load
                     worker = other
             if worker.mailbox.qsize() >= self.capacity:
+                # the least-loaded worker's mailbox is full: the shortest one with room, or
+                # the backlog when every mailbox is full (decided under the backlog lock,
+                # which a worker also takes before it sleeps on an empty mailbox)
+                capacity = self.capacity
                 with self._backlog_lock:
-                    if all(w.mailbox.qsize() >= self.capacity for w in workers):
+                    roomy = [w for w in workers if w.mailbox.qsize() < capacity]
+                    if not roomy:
                         self.backlog.append(token)
                         return
-                self.dispatch(token, position)
-                return
+                worker = min(roomy, key=lambda w: w.mailbox.qsize())
         if token._move(_WAITING_ONLY, _ADMITTED):
             worker.mailbox.put(token)
 
