@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._demos import DemoResult
     from ._render import Output
 
@@ -420,35 +422,41 @@ def _cmd_demo_all(args: argparse.Namespace, out: Output) -> int:
     verdicts.append(("bench (zero failed tokens)", report.ok))
     payload["bench"] = report.as_dict()
 
-    out.heading("demo cache-storm")
-    storm = run_cache_storm(
-        keys=args.keys, burst=args.burst, distinct=args.distinct, cores=args.cores
-    )
-    _render_demo(out, storm)
-    verdicts.append(("demo cache-storm", storm.ok))
-    payload["cache-storm"] = storm.as_dict()
-
-    out.heading("demo conductor")
-    conductor = run_conductor(
-        leads=args.leads,
-        children=args.children,
-        grandchildren=args.grandchildren,
-        cores=args.cores,
-    )
-    _render_demo(out, conductor)
-    verdicts.append(("demo conductor", conductor.ok))
-    payload["conductor"] = conductor.as_dict()
-
-    out.heading(f"demo endurance ({args.duration:g} s)")
-    endurance = run_endurance(
-        duration=args.duration,
-        seed=args.seed,
-        batch_scale=args.batch_scale,
-        max_in_flight=args.max_in_flight,
-    )
-    _render_demo(out, endurance)
-    verdicts.append(("demo endurance", endurance.ok))
-    payload["endurance"] = endurance.as_dict()
+    demos: list[tuple[str, str, Callable[[], DemoResult]]] = [
+        (
+            "cache-storm",
+            "demo cache-storm",
+            lambda: run_cache_storm(
+                keys=args.keys, burst=args.burst, distinct=args.distinct, cores=args.cores
+            ),
+        ),
+        (
+            "conductor",
+            "demo conductor",
+            lambda: run_conductor(
+                leads=args.leads,
+                children=args.children,
+                grandchildren=args.grandchildren,
+                cores=args.cores,
+            ),
+        ),
+        (
+            "endurance",
+            f"demo endurance ({args.duration:g} s)",
+            lambda: run_endurance(
+                duration=args.duration,
+                seed=args.seed,
+                batch_scale=args.batch_scale,
+                max_in_flight=args.max_in_flight,
+            ),
+        ),
+    ]
+    for key, heading, run in demos:
+        out.heading(heading)
+        result = run()
+        _render_demo(out, result)
+        verdicts.append((f"demo {key}", result.ok))
+        payload[key] = result.as_dict()
 
     out.heading("summary")
     for name, ok in verdicts:
