@@ -48,7 +48,7 @@ typecheck: $(STAMP)
 	for tests in packages/*/tests; do $(VENV)/bin/mypy $$tests || exit 1; done
 
 pytest: $(STAMP)
-	$(PY) -m pytest packages/tokengate-hashing/tests packages/tokengate-core/tests packages/tokengate-conductor/tests packages/tokengate-numeric/tests tests --ignore=tests/soak -q
+	$(PY) -m pytest packages/*/tests tests --ignore=tests/soak -q
 
 wheels: $(STAMP)
 	UV=$(UV) $(PY) tests/tools/check_wheels.py

@@ -30,7 +30,6 @@ from tokengate.core import (
     TokenTimeoutError,
     task_token_guard,
 )
-from tokengate.core._executors import ExecutorBackend
 from tokengate.core._process import ProcessBackend, resolve_function
 
 WAIT = 30.0
@@ -429,7 +428,7 @@ def test_fork_is_refused(coordinator: OperationsCoordinator) -> None:
 def test_a_backend_that_never_ran_anything_shuts_down_at_once(
     coordinator: OperationsCoordinator,
 ) -> None:
-    backend: ExecutorBackend = ProcessBackend(coordinator, 2, None)  # the interface, typed
+    backend = ProcessBackend(coordinator, 2, None)
     assert backend.alive is False
     stopper = threading.Thread(target=backend.shutdown, args=(0.1,), name="shut")
     stopper.start()

@@ -6,6 +6,7 @@ on the hot path, so a call never goes through pluggy.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,22 @@ class TokenExtension:
 
     def after_execute(self, token: TaskToken[Any], state: object) -> None:
         """On the worker, right after the body returned or raised."""
+
+    def remote_context(self, token: TaskToken[Any]) -> object:
+        """In the parent, before the body is sent to another process or machine: a picklable
+        value that :meth:`remote_scope` re-enters around the body there, or None for nothing.
+
+        Thread executors never call it (``before_execute``/``after_execute`` run around the
+        body in the body's own thread instead).
+        """
+        return None
+
+    @classmethod
+    def remote_scope(cls, value: object) -> contextlib.AbstractContextManager[object]:
+        """Where a body runs in another process: the context to enter around it, given the
+        value :meth:`remote_context` returned. The class must be importable there (it is sent
+        by reference)."""
+        return contextlib.nullcontext()
 
     def on_terminal(self, token: TaskToken[Any]) -> None:
         """Exactly once, when the token reaches its terminal state (any of the four)."""

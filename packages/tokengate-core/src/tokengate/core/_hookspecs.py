@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from ._coordinator import OperationsCoordinator
     from ._enums import Weight
+    from ._executors import ExecutorRegistry
     from ._extensions import OperationInfo, RoutingPolicy, TokenExtension
     from ._policies import DigestPolicyRegistry, HashPolicyRegistry, TagRegistry
     from ._token import TaskToken
@@ -123,3 +124,13 @@ def tokengate_coordinator_started(coordinator: OperationsCoordinator) -> None:
 @hookspec
 def tokengate_coordinator_stopped(coordinator: OperationsCoordinator) -> None:
     """A coordinator stopped; every one of its tokens is terminal."""
+
+
+@hookspec
+def tokengate_register_executors(registry: ExecutorRegistry) -> None:
+    """Register executor backends with ``registry.register(name, factory)``, where
+    ``factory(domain: ExecutorDomain) -> ExecutorBackend`` makes the backend of one core domain.
+
+    The built-in ``thread`` and ``process`` executors are registered the same way. An
+    ``executor`` tag (or ``OperationsCoordinator(executor=...)``) may name any registered one.
+    """

@@ -19,6 +19,7 @@ from . import _hookspecs
 from ._builtin import BuiltinPlugin
 from ._enums import Weight
 from ._errors import PluginError, TagValidationError
+from ._executors import ExecutorRegistry
 from ._extensions import OperationInfo, RoutingPolicy, TokenExtension
 from ._policies import DigestPolicyRegistry, HashPolicyRegistry, TagRegistry, safe_repr
 
@@ -82,6 +83,7 @@ class HostState:
     tags: TagRegistry
     tag_model: type[BaseModel]
     errors: tuple[str, ...]
+    executors: ExecutorRegistry
 
 
 class PluginHost:
@@ -228,6 +230,11 @@ class PluginHost:
             errors: list[str] = list(self._load_errors)
             hash_policies = HashPolicyRegistry()
             errors += self._call_each("tokengate_register_hash_policies", registry=hash_policies)
+            # the built-in executors first: a plugin cannot take the name "thread" or "process"
+            executors = ExecutorRegistry()
+            errors += self._call_each(
+                "tokengate_register_executors", builtin_first=True, registry=executors
+            )
             digest_policies = DigestPolicyRegistry()
             errors += self._call_each(
                 "tokengate_register_digest_policies", registry=digest_policies
@@ -248,7 +255,13 @@ class PluginHost:
                 **fields,
             )
             self._state = HostState(
-                self._generation, hash_policies, digest_policies, tags, model, tuple(errors)
+                self._generation,
+                hash_policies,
+                digest_policies,
+                tags,
+                model,
+                tuple(errors),
+                executors,
             )
             return self._state
 

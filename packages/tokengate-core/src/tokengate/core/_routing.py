@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from ._enums import TokenState
 
 if TYPE_CHECKING:
-    from ._executors import ExecutorBackend
     from ._token import TaskToken
 
 __all__ = ("CoreDomain", "Worker")
@@ -56,7 +55,7 @@ class CoreDomain:
         self.cpu = cpu
         self.backlog: deque[TaskToken[Any]] = deque()
         self._backlog_lock = threading.Lock()
-        self.backend: ExecutorBackend | None = None
+        self.backend: Any = None  # the legacy process backend, until executors are wired
 
     def dispatch(self, token: TaskToken[Any], position: int) -> None:
         """Place a routed (``WAITING``) token.

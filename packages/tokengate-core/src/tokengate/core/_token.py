@@ -39,6 +39,7 @@ TIMEOUT = TokenState.TIMEOUT
 
 TERMINAL = frozenset({COMPLETED, FAILED, KILLED, TIMEOUT})
 NOT_STARTED = frozenset({CREATED, WAITING, ADMITTED})
+_ADMITTED_ONLY = frozenset({ADMITTED})
 
 DoneCallback = Callable[["TaskToken[Any]"], object]
 
@@ -323,6 +324,52 @@ class TaskToken(Generic[R_co]):
                     fn(self)
                 except Exception:
                     _log.exception("done-callback %r of token %s raised", fn, self.token_id)
+
+    # ------------------------------------------------------------------ the backend surface
+    def set_running(self) -> bool:
+        """Move an ``ADMITTED`` token to ``EXECUTING`` right before its body starts.
+
+        Executors call this (or :func:`tokengate.core.run_token`, which calls it) once per
+        token. The ``tokengate_token_started`` hooks run here; if one fails, the token ends
+        ``FAILED`` with a ``PluginError``.
+
+        Returns:
+            False when the token was killed, drained or timed out while it waited (or a start
+            hook failed): its body must never run.
+        """
+        if not self._move(_ADMITTED_ONLY, EXECUTING):
+            return False
+        on_started = self._plan.on_started
+        if on_started is not None:
+            try:
+                on_started(token=self)
+            except BaseException as exc:
+                from ._errors import PluginError
+
+                self._finish(
+                    FAILED,
+                    exc=PluginError(
+                        f"a tokengate_token_started hook failed for {self.token_id}: {exc!r}"
+                    ),
+                )
+                return False
+        return True
+
+    def set_result(self, value: Any) -> bool:
+        """Complete the token with the body's return value (executors only).
+
+        Returns:
+            False when a kill or timeout got there first; the late result is dropped.
+        """
+        return self._finish(COMPLETED, value)
+
+    def set_exception(self, exc: BaseException) -> bool:
+        """Fail the token with the body's exception (executors only).
+
+        Returns:
+            False when a kill or timeout got there first; the late outcome is dropped.
+        """
+        return self._finish(FAILED, exc=exc)
 
     def kill(self, reason: str = "killed") -> bool:
         """End the token ``KILLED``.
