@@ -44,6 +44,12 @@ class CoordinatorConfig(BaseModel):
         operation_stats_limit: operations tracked in ``stats().operations``.
         stop_timeout: seconds ``stop(wait=True)`` waits when no timeout is given.
         process_start_method: how process-domain workers start (``spawn`` or ``forkserver``).
+        max_blocking_threads: blocking (IO-bound) bodies of the thread executor running at
+            once, all core domains of the coordinator together (storage-tier operations are
+            capped by their tier instead).
+        max_compensation_threads: extra threads a core domain may start while its bodies wait
+            for other tokens (managed blocking), so that a lead waiting for its children on
+            its own core completes.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +65,8 @@ class CoordinatorConfig(BaseModel):
     operation_stats_limit: int = Field(default=1024, ge=1, strict=True)
     stop_timeout: float = Field(default=60.0, gt=0)
     process_start_method: Literal["spawn", "forkserver"] = "spawn"
+    max_blocking_threads: int = Field(default=40, ge=1, le=4096, strict=True)
+    max_compensation_threads: int = Field(default=32, ge=0, le=4096, strict=True)
 
     @field_validator("storage_limits", mode="before")
     @classmethod
