@@ -1,0 +1,94 @@
+"""Bodies and operations of the tokengate-dask tests.
+
+They live in a module of their own, on ``sys.path`` (see ``conftest.py``), so that Dask
+workers import them by name: worker processes of a ``LocalCluster`` inherit ``sys.path``, and
+the tests that start ``dask worker`` processes put this folder on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tokengate.core import TaskToken, task_token_guard
+from tokengate.dask import current_worker_address
+from tokengate.hashing import DigestPolicy, digest, make_hashable
+
+#: What a body reports about where it ran: (worker address, process id).
+Where = tuple[str | None, int]
+
+
+def here() -> Where:
+    """The worker address and process id of the calling code."""
+    return current_worker_address(), os.getpid()
+
+
+def square_body(value: int) -> int:
+    return value * value
+
+
+def where_body(key: object) -> tuple[Where, object]:
+    return here(), key
+
+
+def fail_body(message: str) -> None:
+    raise ValueError(message)
+
+
+def lock_body() -> object:
+    """Returns something that cannot be pickled."""
+    return threading.Lock()
+
+
+def sleep_body(seconds: float, marker: str | None = None) -> float:
+    """Sleep; when ``marker`` is given, create that file first (the body started)."""
+    if marker is not None:
+        Path(marker).touch()
+    time.sleep(seconds)
+    return seconds
+
+
+def touch_body(path: str) -> str:
+    """Create ``path`` (fails if it exists: the body ran twice)."""
+    with open(path, "x"):
+        pass
+    return path
+
+
+def child_body(index: int) -> tuple[Where, int]:
+    return here(), index
+
+
+def fingerprint_body(value: object) -> tuple[object, str]:
+    """The routing fingerprint of ``value`` and its digest, computed where this runs."""
+    fingerprint = make_hashable(value)
+    return fingerprint, digest(repr(fingerprint), DigestPolicy.FULL)
+
+
+square = task_token_guard("dask_square", tags={"hash_policy": "none"})(square_body)
+where = task_token_guard("dask_where")(where_body)
+fail = task_token_guard("dask_fail", tags={"hash_policy": "none"})(fail_body)
+give_lock = task_token_guard("dask_lock", tags={"hash_policy": "none"})(lock_body)
+sleep = task_token_guard("dask_sleep", tags={"hash_policy": "none"})(sleep_body)
+touch = task_token_guard("dask_touch", tags={"hash_policy": "none"})(touch_body)
+child = task_token_guard("dask_child", tags={"hash_policy": "none"})(child_body)
+
+
+@task_token_guard("dask_lead", tags={"external_calls": ["dask_child"]})
+def lead(children: int) -> tuple[Where, list[tuple[Where, int]], str | None]:
+    """A conductor lead: calls ``children`` children, waits on every one of them inside its
+    body and reports where it and they ran (and the conductor seed the children carried)."""
+    tokens: list[TaskToken[tuple[Where, int]]] = [child(i) for i in range(children)]
+    results = [token.get(60) for token in tokens]
+    seed = tokens[0].conductor_seed if tokens else None
+    return here(), results, seed
+
+
+@task_token_guard("dask_outer_lead", tags={"external_calls": ["dask_lead"]})
+def outer_lead(leads: int, children: int) -> tuple[Where, list[Any]]:
+    """A lead whose members are leads themselves (nested domains)."""
+    inner = [lead(children) for _ in range(leads)]
+    return here(), [token.get(60) for token in inner]
