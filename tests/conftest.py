@@ -10,18 +10,15 @@ children inherit ``sys.path``) and for mypy.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tokengate.core import plugin_manager
+from tokengate.core.testing import PluginRegistrar
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
-
-PluginRegistrar = Callable[[object, str], str]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -40,20 +37,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture
-def register_plugin() -> Iterator[PluginRegistrar]:
-    """Register plugins by hand (``register_plugin(obj, name)``); each one is unregistered
-    afterwards, even when the test fails."""
-    names: list[str] = []
-    host = plugin_manager()
-
-    def register(plugin: object, name: str) -> str:
-        registered = host.register(plugin, name=name)
-        names.append(registered)
-        return registered
-
-    try:
-        yield register
-    finally:
-        for name in reversed(names):
-            if host.has_plugin(name):
-                host.unregister(name=name)
+def register_plugin(tokengate_plugin: PluginRegistrar) -> PluginRegistrar:
+    """The ``tokengate_plugin`` fixture shipped with tokengate-core, under the name these
+    tests use: ``register_plugin(obj, name)``; unregistered after the test."""
+    return tokengate_plugin

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from tokengate.core import OperationsCoordinator, plugin_manager
+from tokengate.core import OperationsCoordinator
+from tokengate.core.testing import PluginRegistrar
 
 CoordinatorFactory = Callable[..., OperationsCoordinator]
-PluginRegistrar = Callable[[object, str], str]
 
 
 def assert_coordinator_clean(coordinator: OperationsCoordinator) -> None:
@@ -60,23 +60,10 @@ def coordinator_factory() -> Iterator[CoordinatorFactory]:
 
 
 @pytest.fixture
-def register_plugin() -> Iterator[PluginRegistrar]:
-    """Register plugins by hand (``register_plugin(obj, name)``); every one is unregistered
-    afterwards, even when the test fails."""
-    names: list[str] = []
-    host = plugin_manager()
-
-    def register(plugin: object, name: str) -> str:
-        registered = host.register(plugin, name=name)
-        names.append(registered)
-        return registered
-
-    try:
-        yield register
-    finally:
-        for name in reversed(names):
-            if host.has_plugin(name):
-                host.unregister(name=name)
+def register_plugin(tokengate_plugin: PluginRegistrar) -> PluginRegistrar:
+    """The ``tokengate_plugin`` fixture shipped with tokengate-core, under the name these
+    tests use: ``register_plugin(obj, name)``; unregistered after the test."""
+    return tokengate_plugin
 
 
 # Process-domain targets must be importable by module and qualified name in the worker

@@ -213,7 +213,7 @@ class OperationsCoordinator:
                     thread.start()
             self._running = True
         push_running(self)
-        plugin_manager().notify_coordinator("tokengate_coordinator_started", self)
+        plugin_manager().coordinator_started(self)
         _log.info(
             "%s started: %d cores x %d workers",
             self._name,
@@ -304,7 +304,7 @@ class OperationsCoordinator:
         # A call that passed the running check just before stop may have registered since.
         for token in list(self._tokens.values()):
             token.kill("coordinator stopped")
-        plugin_manager().notify_coordinator("tokengate_coordinator_stopped", self)
+        plugin_manager().coordinator_stopped(self)
         _log.info("%s stopped", self._name)
 
     def _wait_idle(self, deadline: float) -> None:

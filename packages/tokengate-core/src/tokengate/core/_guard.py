@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import threading
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
-from ._errors import CoordinatorNotRunningError
+from ._errors import CoordinatorNotRunningError, PluginError
 from ._plan import OperationPlan, compile_plan
-from ._plugins import plugin_manager
+from ._plugins import PluginResultError, plugin_manager
 
 if TYPE_CHECKING:
     from ._coordinator import OperationsCoordinator
     from ._token import TaskToken
 
-__all__ = ("current_coordinator", "get_operation_plan", "task_token_guard")
+__all__ = ("GuardedFunction", "current_coordinator", "get_operation_plan", "task_token_guard")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class GuardedFunction(Protocol[P, R_co]):
+    """What ``@task_token_guard(...)`` makes of a function: called with the function's
+    parameters, it returns a token; ``__wrapped__`` is the undecorated function (call it in
+    unit tests to run the body directly)."""
+
+    @property
+    def __wrapped__(self) -> Callable[P, R_co]: ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskToken[R_co]: ...
+
 
 #: The coordinator explicitly current in this context (set in every worker thread).
 CURRENT: ContextVar[OperationsCoordinator | None] = ContextVar(
@@ -75,7 +89,7 @@ def _not_running(operation_type: str) -> CoordinatorNotRunningError:
 
 def task_token_guard(
     operation_type: str | None = None, tags: Mapping[str, object] | None = None
-) -> Callable[[Callable[P, R]], Callable[P, TaskToken[R]]]:
+) -> Callable[[Callable[P, R]], GuardedFunction[P, R]]:
     """Turn a synchronous function into an operation whose calls return tokens at once.
 
     The decorated function keeps its parameters; calling it returns a
@@ -100,7 +114,7 @@ def task_token_guard(
     if operation_type is not None and (not isinstance(operation_type, str) or not operation_type):
         raise TypeError(f"operation_type must be a non-empty string, not {operation_type!r}")
 
-    def decorate(func: Callable[P, R]) -> Callable[P, TaskToken[R]]:
+    def decorate(func: Callable[P, R]) -> GuardedFunction[P, R]:
         if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
             raise TypeError(
                 f"task_token_guard cannot decorate {getattr(func, '__qualname__', func)!r}: it "
@@ -111,10 +125,40 @@ def task_token_guard(
                 f"task_token_guard decorates functions, not {type(func).__name__} {func!r}"
             )
         name = operation_type or getattr(func, "__qualname__", None) or repr(func)
-        plan = compile_plan(plugin_manager(), func, name, tags)
+        host = plugin_manager()
+        plan = compile_plan(host, func, name, tags)
+        if isinstance(plan.broken, PluginResultError):
+            raise plan.broken  # a hook's bad answer: reported once, here
+        # The plan in force; re-derived once per change of the plugin set (the generation),
+        # by whichever call first sees the change.
+        current = [plan]
+        rederiving = threading.Lock()
+
+        def rederive() -> OperationPlan:
+            with rederiving:
+                plan = current[0]
+                if plan.generation == host._generation:
+                    return plan
+                generation = host._generation
+                try:
+                    plan = compile_plan(host, func, name, tags)
+                except Exception as exc:  # e.g. a tag whose plugin was unregistered
+                    plan = dataclasses.replace(
+                        plan,
+                        broken=PluginError(
+                            f"{name}: the plugins changed and its tags no longer validate: {exc}"
+                        ),
+                        generation=generation,
+                    )
+                current[0] = plan
+                setattr(submit, PLAN_ATTRIBUTE, plan)
+                return plan
 
         @functools.wraps(func)
         def submit(*args: P.args, **kwargs: P.kwargs) -> TaskToken[R]:
+            plan = current[0]
+            if plan.generation != host._generation:
+                plan = rederive()
             coordinator = CURRENT.get()
             if coordinator is None:
                 running = _RUNNING
@@ -124,7 +168,7 @@ def task_token_guard(
             return coordinator._submit(plan, args, kwargs)
 
         setattr(submit, PLAN_ATTRIBUTE, plan)
-        return submit
+        return cast("GuardedFunction[P, R]", submit)
 
     return decorate
 

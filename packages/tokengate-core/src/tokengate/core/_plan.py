@@ -140,9 +140,9 @@ def compile_plan(
             if overrides(ext, "before_execute") or overrides(ext, "after_execute")
         ),
         ext_terminal=phase("on_terminal"),
-        on_created=host.lifecycle_caller("tokengate_token_created"),
-        on_started=host.lifecycle_caller("tokengate_token_started"),
-        on_finished=host.lifecycle_caller("tokengate_token_finished"),
+        on_created=host.token_created_notifier(),
+        on_started=host.token_started_notifier(),
+        on_finished=host.token_finished_notifier(),
         broken=broken,
         generation=state.generation,
     )

@@ -14,11 +14,13 @@ from ._policies import DigestPolicy as DigestPolicy
 from ._policies import HashPolicy as HashPolicy
 from ._policies import digest as digest
 from ._policies import digest_function as digest_function
+from ._registry import HANDLERS_ENTRY_POINT_GROUP as HANDLERS_ENTRY_POINT_GROUP
 from ._registry import Handler as Handler
 from ._registry import HandlerRegistry as HandlerRegistry
 from ._registry import default_registry as default_registry
 
 __all__: tuple[str, ...] = (
+    "HANDLERS_ENTRY_POINT_GROUP",
     "DigestPolicy",
     "Handler",
     "HandlerRegistry",

@@ -599,7 +599,11 @@ def safe_args_key(
     Never raises.
     """
     reg = _DEFAULT_REGISTRY if registry is None else registry
-    if not kwargs and reg._scalars_unhandled and type(args) is tuple:
+    unhandled = reg._scalars_unhandled
+    if not unhandled and reg._group is not None:  # the first call: discover handlers first
+        reg._discover()
+        unhandled = reg._scalars_unhandled
+    if not kwargs and unhandled and type(args) is tuple:
         for arg in args:
             if type(arg) not in SCALAR_TYPES:
                 break
