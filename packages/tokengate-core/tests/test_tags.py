@@ -27,7 +27,15 @@ from tokengate.core import (
 from tokengate.core._guard import get_operation_plan
 from tokengate.core._plan import OperationPlan
 
-CORE_TAGS = ("weight", "sticky_anchor", "hash_policy", "process_pool", "storage_speed", "timeout")
+CORE_TAGS = (
+    "weight",
+    "sticky_anchor",
+    "hash_policy",
+    "executor",
+    "process_pool",
+    "storage_speed",
+    "timeout",
+)
 
 
 def target(x: int = 0) -> int:

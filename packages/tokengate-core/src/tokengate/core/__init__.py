@@ -28,6 +28,11 @@ from ._errors import TaskKilledException as TaskKilledException
 from ._errors import TokenCancelledError as TokenCancelledError
 from ._errors import TokenGateError as TokenGateError
 from ._errors import TokenTimeoutError as TokenTimeoutError
+from ._executors import ExecutorBackend as ExecutorBackend
+from ._executors import ExecutorDomain as ExecutorDomain
+from ._executors import ExecutorFactory as ExecutorFactory
+from ._executors import ExecutorRegistry as ExecutorRegistry
+from ._executors import ExecutorStats as ExecutorStats
 from ._extensions import DefaultRoutingPolicy as DefaultRoutingPolicy
 from ._extensions import OperationInfo as OperationInfo
 from ._extensions import RoutingPolicy as RoutingPolicy
@@ -60,6 +65,11 @@ __all__ = (
     "DigestPolicy",
     "DigestPolicyRegistry",
     "ExecutionRecord",
+    "ExecutorBackend",
+    "ExecutorDomain",
+    "ExecutorFactory",
+    "ExecutorRegistry",
+    "ExecutorStats",
     "HashPolicy",
     "HashPolicyRegistry",
     "OperationInfo",

@@ -17,6 +17,7 @@ from tokengate.hashing import (
 )
 
 from ._enums import StorageSpeed, Weight
+from ._executors import AUTO, ExecutorRegistry
 from ._extensions import DefaultRoutingPolicy, OperationInfo, RoutingPolicy
 from ._hookspecs import hookimpl
 from ._policies import DigestPolicyRegistry, HashPolicyRegistry, TagRegistry, safe_repr
@@ -25,6 +26,10 @@ __all__ = ("BuiltinPlugin",)
 
 OWNER = "tokengate-core"
 _DEFAULT_POLICY = DefaultRoutingPolicy()
+
+#: The built-in executors, imported only when a coordinator first uses them.
+THREAD_EXECUTOR = "tokengate.core._workers:WorkerPoolExecutor"
+PROCESS_EXECUTOR = "tokengate.core._process_executor:make_process_executor"
 
 
 def _enum_parser(enum_type: Any) -> Callable[[object], object]:
@@ -61,6 +66,34 @@ def _named(
     return check
 
 
+def _executor_name(names: Callable[[], tuple[str, ...]]) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        if value is None:  # not given: the coordinator's default executor
+            return None
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{safe_repr(value)} is not an executor name; allowed: {', '.join(names())}"
+            )
+        name = value.strip().lower()
+        if name not in names():
+            raise ValueError(
+                f"{safe_repr(value)} is not a registered executor; allowed: "
+                f"{', '.join(names())} (install the plugin that provides it)"
+            )
+        return name
+
+    return check
+
+
+def _process_pool_agrees(tags: Mapping[str, object]) -> None:
+    executor = tags.get("executor")
+    if tags.get("process_pool") is True and executor not in (None, "process"):
+        raise ValueError(
+            f"process_pool=True means executor 'process', but executor is {executor!r}; "
+            "drop one of the two tags"
+        )
+
+
 def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError("must be a finite number of seconds")
@@ -68,8 +101,18 @@ def _finite(value: float) -> float:
 
 
 class BuiltinPlugin:
-    """Core tags, weight classification, the default routing policy and the built-in hash and
-    digest policies."""
+    """Core tags, weight classification, the default routing policy, the built-in hash and
+    digest policies and the built-in ``thread`` and ``process`` executors."""
+
+    def __init__(self) -> None:
+        self._executors = ExecutorRegistry()
+
+    @hookimpl(trylast=True)
+    def tokengate_register_executors(self, registry: ExecutorRegistry) -> None:
+        registry.register("thread", THREAD_EXECUTOR)
+        registry.register("process", PROCESS_EXECUTOR)
+        # the registry being filled now: the executor tag validates against its names
+        self._executors = registry
 
     @hookimpl(trylast=True)
     def tokengate_register_tags(self, registry: TagRegistry) -> None:
@@ -98,12 +141,21 @@ class BuiltinPlugin:
             description="how arguments enter the sticky key; none = free routing",
             owner=OWNER,
         )
+        executors = self._executors
+        registry.add(
+            "executor",
+            Annotated[str | None, BeforeValidator(_executor_name(lambda: (AUTO, *executors)))],
+            allowed=f"a registered executor name (thread, process, {AUTO}, or a plugin's)",
+            description="where the body runs; default: the coordinator's executor",
+            owner=OWNER,
+        )
+        registry.add_rule(OWNER, _process_pool_agrees)
         registry.add(
             "process_pool",
             StrictBool,
             False,
             allowed="True or False",
-            description="run in the core domain's worker process",
+            description="run in the core domain's worker process (executor 'process')",
             owner=OWNER,
         )
         registry.add(

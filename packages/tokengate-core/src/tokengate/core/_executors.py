@@ -8,6 +8,8 @@ hook with ``registry.register(name, factory)``.
 from __future__ import annotations
 
 import abc
+import importlib
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -17,12 +19,17 @@ if TYPE_CHECKING:
     from ._token import TaskToken
 
 __all__ = (
+    "AUTO",
     "ExecutorBackend",
     "ExecutorDomain",
     "ExecutorFactory",
     "ExecutorRegistry",
     "ExecutorStats",
 )
+
+
+#: The ``executor`` tag value that lets the coordinator choose between threads and processes.
+AUTO = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,44 +122,78 @@ class ExecutorRegistry:
     """Named executor factories, filled through ``tokengate_register_executors``.
 
     ``registry.register("name", factory)``; the built-in ``thread`` and ``process`` executors
-    are registered the same way. An ``executor`` tag may name any registered executor.
+    are registered the same way. An ``executor`` tag may name any registered executor. A
+    factory may also be given as ``"package.module:Name"``: it is imported on first use, so
+    an executor that is never used costs no import.
     """
 
-    __slots__ = ("_factories", "_owners")
+    __slots__ = ("_factories", "_lock")
 
     def __init__(self) -> None:
-        self._factories: dict[str, Callable[[ExecutorDomain], ExecutorBackend]] = {}
-        self._owners: dict[str, str] = {}
+        self._factories: dict[str, Callable[[ExecutorDomain], ExecutorBackend] | str] = {}
+        self._lock = threading.Lock()
 
-    def register(self, name: str, factory: Callable[[ExecutorDomain], ExecutorBackend]) -> None:
-        """Register ``factory`` under ``name`` (lower case; the first registration wins).
+    def register(
+        self, name: str, factory: Callable[[ExecutorDomain], ExecutorBackend] | str
+    ) -> None:
+        """Register ``factory`` under ``name`` (case-insensitive; the first registration wins).
+
+        Args:
+            name: the executor's name, as the ``executor`` tag spells it.
+            factory: ``factory(domain) -> ExecutorBackend`` (a backend class works), or a
+                ``"package.module:Name"`` reference to one, imported on first use.
 
         Raises:
-            ValueError: ``name`` is empty or not a string, or ``factory`` is not callable.
+            ValueError: ``name`` is empty, not a string or ``auto`` (reserved), or
+                ``factory`` is neither callable nor a ``module:name`` reference.
         """
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"an executor name must be a non-empty string, got {name!r}")
-        if not callable(factory):
+        key = name.strip().lower()
+        if key == AUTO:
+            raise ValueError(
+                f"the executor name {AUTO!r} is reserved (the coordinator's own choice between "
+                "threads and processes); register under another name"
+            )
+        if isinstance(factory, str):
+            module, _, attribute = factory.partition(":")
+            if not module or not attribute:
+                raise ValueError(
+                    f"executor {name!r}: a factory reference must read 'package.module:Name', "
+                    f"got {factory!r}"
+                )
+        elif not callable(factory):
             raise ValueError(
                 f"executor {name!r}: the factory must be callable as factory(domain) -> "
                 f"ExecutorBackend, got {factory!r}"
             )
-        key = name.strip().lower()
         self._factories.setdefault(key, factory)
 
     def get(self, name: str) -> Callable[[ExecutorDomain], ExecutorBackend]:
-        """The factory registered under ``name``.
+        """The factory registered under ``name`` (a reference is imported now, once).
 
         Raises:
             KeyError: no executor has that name (the message lists the registered ones).
+            ImportError: a ``module:name`` reference cannot be imported.
         """
+        key = name.lower()
         try:
-            return self._factories[name.lower()]
+            factory = self._factories[key]
         except KeyError:
             known = ", ".join(sorted(self._factories)) or "none"
             raise KeyError(
                 f"no executor named {name!r} is registered (registered: {known})"
             ) from None
+        if isinstance(factory, str):
+            with self._lock:
+                factory = self._factories[key]
+                if isinstance(factory, str):
+                    factory = self._factories[key] = _resolve(name, factory)
+        return factory
+
+    def names(self) -> tuple[str, ...]:
+        """The registered names, sorted."""
+        return tuple(sorted(self._factories))
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._factories
@@ -162,3 +203,19 @@ class ExecutorRegistry:
 
     def __len__(self) -> int:
         return len(self._factories)
+
+
+def _resolve(name: str, reference: str) -> Callable[[ExecutorDomain], ExecutorBackend]:
+    module_name, _, attribute = reference.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(
+            f"executor {name!r}: its factory {reference!r} cannot be imported: {exc}"
+        ) from exc
+    if not callable(target):
+        raise ImportError(f"executor {name!r}: {reference!r} is not callable")
+    factory: Callable[[ExecutorDomain], ExecutorBackend] = target
+    return factory

@@ -33,31 +33,32 @@ class OperationPlan:
     chooses_cores: bool
     key_fn: KeyFunction | None
     anchor: str
-    process: bool
+    #: The executor named by the tags (``executor``, or ``process_pool``), or None for the
+    #: coordinator's default.
+    executor: str | None
     storage: StorageSpeed | None
     timeout: float | None
     ext_create: tuple[TokenExtension, ...]
     ext_route: tuple[TokenExtension, ...]
     ext_around: tuple[TokenExtension, ...]
     ext_terminal: tuple[TokenExtension, ...]
+    ext_remote: tuple[TokenExtension, ...]
     on_created: Callable[..., Any] | None
     on_started: Callable[..., Any] | None
     on_finished: Callable[..., Any] | None
     broken: PluginError | None
     generation: int
-    #: True when a worker only has to run the body: no storage tier, no process, no
-    #: extension around the body, no start hook (the workers' fast path).
+    #: True when running a token is only running its body: no storage tier, no extension
+    #: around the body, no start hook (the runner's fast path).
     plain: bool = False
+    #: True when the operation runs on the process executor (``executor: process``).
+    process: bool = False
     #: True when the terminal move needs no plugin step (the release fast path).
     plain_terminal: bool = False
 
     def __post_init__(self) -> None:
-        self.plain = (
-            self.storage is None
-            and not self.process
-            and not self.ext_around
-            and self.on_started is None
-        )
+        self.plain = self.storage is None and not self.ext_around and self.on_started is None
+        self.process = self.executor == "process"
         self.plain_terminal = (
             not self.ext_terminal and self.on_finished is None and self.storage is None
         )
@@ -81,16 +82,20 @@ def compile_plan(
     state = host.state()
     broken: PluginError | None = None
 
-    process = bool(getattr(model, "process_pool", False))
+    executor: str | None = getattr(model, "executor", None)
+    by_alias = bool(getattr(model, "process_pool", False))
+    if by_alias:
+        executor = "process"
     storage: StorageSpeed | None = getattr(model, "storage_speed", None)
-    if storage is not None and process:
+    if storage is not None and executor not in (None, "thread"):
+        tag = "process_pool=True" if by_alias else f"executor={executor!r}"
         warnings.warn(
-            f"{where}: storage_speed with process_pool=True runs in threads "
+            f"{where}: storage_speed with {tag} runs in threads "
             "(storage tiers cap threads); drop one of the two tags",
             UserWarning,
             stacklevel=warn_stacklevel,
         )
-        process = False
+        executor = "thread"
 
     weight: Weight = getattr(model, "weight", None) or Weight.MEDIUM
     policy: RoutingPolicy = RoutingPolicy()
@@ -129,7 +134,7 @@ def compile_plan(
         chooses_cores=bool(policy.chooses_cores),
         key_fn=key_fn,
         anchor=anchor,
-        process=process,
+        executor=executor,
         storage=storage,
         timeout=timeout,
         ext_create=phase("on_create"),
@@ -140,6 +145,7 @@ def compile_plan(
             if overrides(ext, "before_execute") or overrides(ext, "after_execute")
         ),
         ext_terminal=phase("on_terminal"),
+        ext_remote=phase("remote_context"),
         on_created=host.token_created_notifier(),
         on_started=host.token_started_notifier(),
         on_finished=host.token_finished_notifier(),
