@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, wait
 from typing import Any
 
 import pytest
 from threads_harness import Harness, harness
 
 from tokengate.core import TaskKilledError, TaskToken, TokenState, task_token_guard
-from tokengate.core._blocking import blocking, current_handler
+from tokengate.core._blocking import ManagedWaiters, blocking, current_handler
 from tokengate.core._threads import ThreadExecutor
 
 WAIT = 10.0
@@ -293,3 +294,24 @@ def test_the_executor_is_its_own_factory() -> None:
         assert isinstance(executor, ThreadExecutor)
         token: TaskToken[Any] = h.submit(child, 4)
         assert token.get(timeout=WAIT) == 8
+
+
+@task_token_guard("threads.futures_wait", tags={"hash_policy": "none"})
+def futures_wait(future: Future[int]) -> int:
+    done, _ = wait([future], timeout=WAIT)
+    return future.result() if done else -1
+
+
+def test_concurrent_futures_wait_on_managed_waiters_counts_as_a_managed_wait() -> None:
+    future: Future[int] = Future()
+    future._waiters = ManagedWaiters()
+    with harness(cores=1, workers_per_core=1) as h:
+        executor = h.executor(1)
+        token = h.submit(futures_wait, future)
+        deadline = time.monotonic() + WAIT
+        while detail(executor, "waiting_on_tokens") != 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert detail(executor, "waiting_on_tokens") == 1
+        future.set_result(7)
+        assert token.get(timeout=WAIT) == 7
+        assert detail(executor, "waiting_on_tokens") == 0

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol, SupportsIndex
 
-__all__ = ("BlockingHandler", "blocking", "current_handler", "install")
+__all__ = ("BlockingHandler", "ManagedWaiters", "blocking", "current_handler", "install")
 
 
 class BlockingHandler(Protocol):
@@ -99,3 +99,34 @@ def blocking() -> _Section | _NoSection:
     if handler is None:
         return _NO_SECTION
     return _Section(handler)
+
+
+class ManagedWaiters(list[Any]):
+    """A future's ``_waiters`` list that tells the blocking handler of the waiting thread.
+
+    ``concurrent.futures.wait`` and ``as_completed`` append a waiter to each pending future's
+    ``_waiters`` in the waiting thread before they block, and remove it in the same thread
+    afterwards. A token whose ``_waiters`` is a ``ManagedWaiters`` turns that into
+    ``begin_blocking`` / ``end_blocking`` on an executor's worker (nested per future; the
+    handler acts on the outermost pair), and into nothing elsewhere.
+    """
+
+    __slots__ = ()
+
+    def append(self, waiter: Any, /) -> None:
+        """Add ``waiter``; on a managed worker, the thread is about to block."""
+        handler = _LOCAL.handler
+        if handler is not None:
+            handler.begin_blocking()
+        super().append(waiter)
+
+    def remove(self, waiter: Any, /) -> None:
+        """Remove ``waiter``; on a managed worker, that wait is over."""
+        super().remove(waiter)
+        handler = _LOCAL.handler
+        if handler is not None:
+            handler.end_blocking()
+
+    def pop(self, index: SupportsIndex = -1, /) -> Any:
+        """Not used by ``concurrent.futures``; refused so the begin/end pairs stay paired."""
+        raise TypeError("ManagedWaiters entries are removed with remove(waiter)")

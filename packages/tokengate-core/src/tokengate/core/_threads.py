@@ -526,6 +526,8 @@ class ThreadExecutor(ExecutorBackend):
                     return
                 continue
             token, profile = entry
+            if token.done():  # killed or timed out while queued: nothing to run or measure
+                continue
             try:
                 if profile.should_sample():
                     cpu0 = _thread_time()
