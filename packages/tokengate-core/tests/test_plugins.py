@@ -120,7 +120,8 @@ def test_tokengate_classify_weight_bad_answer_fails_the_decoration(
 
     message = str(caught.value)
     assert "plugin 'test-plug-nonsense', hook tokengate_classify_weight" in message
-    assert "'enormous'" in message and "plug.nonsense" in message
+    assert "'enormous'" in message
+    assert "plug.nonsense" in message
 
 
 # ------------------------------------------------------- tokengate_routing_policy

@@ -780,6 +780,8 @@ class PluginHost:
         """Every registered plugin with its distribution and the hooks it implements."""
         infos = []
         for name, plugin in self._pm.list_name_plugin():
+            if plugin is None:  # blocked (TOKENGATE_DISABLED_PLUGINS)
+                continue
             hooks = sorted(
                 caller.name for caller in self._pm.get_hookcallers(plugin) or () if caller.name
             )
