@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _endurance_options(every, default_duration=6.0)
     every.add_argument("--json", metavar="PATH", help="write every result to one JSON file")
 
+    commands.add_parser("dashboard", help="live browser dashboard: tokengate dashboard --demo")
     plugins = commands.add_parser("plugins", parents=[output], help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="print the list as JSON")
     return parser
@@ -252,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     ratio is reported as MISS but is not a failure: benchmarks are measured on shared,
     noisy machines.
     """
+    rest = sys.argv[1:] if argv is None else argv
+    if rest[:1] == ["dashboard"]:  # contributed by tokengate-dashboard
+        try:
+            from tokengate.dashboard._cli import main as dashboard_main
+        except ImportError:
+            sys.stderr.write("tokengate dashboard: pip install tokengate-dashboard\n")
+            return EXIT_USAGE
+        return dashboard_main(rest[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
