@@ -44,6 +44,11 @@ class CoordinatorConfig(BaseModel):
         operation_stats_limit: operations tracked in ``stats().operations``.
         stop_timeout: seconds ``stop(wait=True)`` waits when no timeout is given.
         process_start_method: how process-domain workers start (``spawn`` or ``forkserver``).
+        max_calls_per_process: replace a domain's worker process after it ran this many
+            calls (None: never).
+        max_memory_per_process: replace a domain's worker process, between two calls, once
+            its resident size exceeds this many bytes (None: never).
+        process_batch_size: most calls per message to a worker process.
         max_blocking_threads: blocking (IO-bound) bodies of the thread executor running at
             once, all core domains of the coordinator together (storage-tier operations are
             capped by their tier instead).
@@ -65,6 +70,9 @@ class CoordinatorConfig(BaseModel):
     operation_stats_limit: int = Field(default=1024, ge=1, strict=True)
     stop_timeout: float = Field(default=60.0, gt=0)
     process_start_method: Literal["spawn", "forkserver"] = "spawn"
+    max_calls_per_process: int | None = Field(default=None, ge=1, strict=True)
+    max_memory_per_process: int | None = Field(default=None, ge=2**20, strict=True)
+    process_batch_size: int = Field(default=64, ge=1, le=4096, strict=True)
     max_blocking_threads: int = Field(default=40, ge=1, le=4096, strict=True)
     max_compensation_threads: int = Field(default=32, ge=0, le=4096, strict=True)
 

@@ -1,4 +1,10 @@
-"""Process domains: one worker process per core domain, one call in flight at a time.
+"""Process domains: the ``process`` executor, and the older one-call backend.
+
+:class:`ProcessExecutor` is the built-in ``process`` executor: one worker process per core
+domain, batched and pipelined calls (see :mod:`._procpool`). :class:`ProcessBackend` below is
+the older one-call-in-flight backend, kept while the coordinator still drives it directly.
+
+The older backend:
 
 The coordinator's process pickles each call (module, qualified name, arguments) before it
 crosses, sends it over a private pipe to the domain's worker process, and ends the token with
@@ -12,18 +18,16 @@ its own child process; nothing listens on a socket or a named address.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import logging
 import os
 import pickle
 import signal
-import sys
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -32,24 +36,189 @@ from typing import TYPE_CHECKING, Any
 from . import _guard
 from ._enums import TokenState
 from ._errors import PluginError, ProcessDomainError
+from ._executors import ExecutorBackend, ExecutorDomain, ExecutorStats
+from ._process_worker import ERR, OK, resolve_function
+from ._procpool import Call, FunctionRef, Outcome, ProcPool, function_ref
 
 if TYPE_CHECKING:
     from ._coordinator import OperationsCoordinator
     from ._token import TaskToken
 
-__all__ = ("ProcessBackend",)
+__all__ = ("ProcessBackend", "ProcessExecutor", "resolve_function")
 
 _log = logging.getLogger("tokengate.worker")
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _STOP = b""
-_OK = 0
-_ERR = 1
+_OK = OK
+_ERR = ERR
 _COMPLETED = TokenState.COMPLETED
 _FAILED = TokenState.FAILED
 _EXECUTING = TokenState.EXECUTING
 _ADMITTED_ONLY = frozenset({TokenState.ADMITTED})
 #: How long an idle worker process gets to exit on its own after the stop message.
 _EXIT_GRACE = 2.0
+
+
+#: Functions prepared per executor (by reference or by value); beyond this, the oldest go.
+_FUNCTION_CACHE = 1024
+
+
+class ProcessExecutor(ExecutorBackend):
+    """The built-in ``process`` executor: the bodies of one core domain in a worker process.
+
+    Calls cross in batches over a private socket pair, several batches in flight, and their
+    outcomes come back in batches (see the process domains page of the docs). Importable
+    functions travel by reference with plain pickle; closures, lambdas and functions of
+    ``__main__`` by value through cloudpickle; large numpy arrays and ``bytes`` as pickle
+    protocol 5 out-of-band buffers.
+
+    Guarantees: a body never runs twice; a process that dies fails only the call it was
+    running (calls it had not started go to a fresh process); :meth:`cancel` of a running
+    token (its timeout passed, or it was killed) kills the process so the body really stops;
+    ``max_calls_per_process`` and ``max_memory_per_process`` recycle the process between two
+    calls. ``token.set_running()`` is called when a call is sent to the process, so a token
+    is ``EXECUTING`` from then on (a few calls may wait in the process behind the running
+    one). Each token extension's ``remote_context`` value is re-entered with its
+    ``remote_scope`` around the body in the process. A body that calls other decorated
+    operations runs them inline in the same process (see :class:`~._process_worker.InlineToken`).
+    """
+
+    def __init__(self, domain: ExecutorDomain) -> None:
+        """Prepare the domain's executor; its process starts with the first token."""
+        config = domain.config
+        self._core_id = domain.core_id
+        self._lock = threading.Lock()
+        self._calls: dict[int, Call] = {}
+        self._functions: dict[object, FunctionRef] = {}
+        self._pool = ProcPool(
+            f"{domain.coordinator_name}-core{domain.core_id}",
+            self._outcomes,
+            before_send=_start_call,
+            start_method=config.process_start_method,
+            cpu=domain.cpu,
+            batch_size=config.process_batch_size,
+            max_calls=config.max_calls_per_process,
+            max_memory=config.max_memory_per_process,
+        )
+
+    @property
+    def pool(self) -> ProcPool:
+        """The engine underneath (its ``pid``, ``stats()``)."""
+        return self._pool
+
+    def submit(self, tokens: Sequence[TaskToken[Any]]) -> None:
+        """Queue the tokens' calls for the worker process and return at once.
+
+        A function that can be sent neither by reference nor by value, or an extension whose
+        ``remote_context`` fails, fails its token here: the body never runs.
+        """
+        calls: list[Call] = []
+        for token in tokens:
+            try:
+                fn = self._function_of(token)
+                scopes = _scopes_of(token)
+            except Exception as exc:
+                token.set_exception(exc)
+                continue
+            calls.append(Call(fn, token.args, token.kwargs, token, scopes))
+        if not calls:
+            return
+        with self._lock:
+            for call in calls:
+                self._calls[id(call.owner)] = call
+        self._pool.submit(calls)
+
+    def cancel(self, token: TaskToken[Any]) -> None:
+        """Stop the token's call: unqueued, skipped by the process, or — when its body runs —
+        the process is killed and replaced (calls queued behind it are not lost)."""
+        with self._lock:
+            call = self._calls.get(id(token))
+        if call is None or call.owner is not token:
+            return
+        self._pool.cancel(call)
+        if call.index == 0 and not call.sent:
+            with self._lock:
+                self._calls.pop(id(token), None)
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop the worker process within about ``timeout`` seconds; every token still held
+        ends ``KILLED`` (a body still running is abandoned and its process killed)."""
+        leftovers = self._pool.shutdown(timeout)
+        with self._lock:
+            held = [call.owner for call in self._calls.values()]
+            self._calls.clear()
+        for call in leftovers:
+            _kill_token(call.owner, self._core_id)
+        for owner in held:
+            _kill_token(owner, self._core_id)
+
+    def stats(self) -> ExecutorStats:
+        """One process per domain: its pid, restarts, recycling and measured body time."""
+        snap = self._pool.stats()
+        details: dict[str, object] = {
+            "pid": snap.pid,
+            "in_flight": snap.in_flight,
+            "restarts": snap.restarts,
+            "recycled": snap.recycled,
+            "completed": snap.completed,
+        }
+        if snap.mean_body is not None:
+            details["mean_body_us"] = round(snap.mean_body * 1e6, 1)
+        if snap.cpu_ratio is not None:
+            details["cpu_ratio"] = round(snap.cpu_ratio, 3)
+        return ExecutorStats(
+            workers=1 if snap.alive else 0,
+            busy=snap.busy,
+            queued=snap.queued + max(0, snap.in_flight - snap.busy),
+            alive=snap.alive or snap.pid is None,
+            details=details,
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _function_of(self, token: TaskToken[Any]) -> FunctionRef:
+        func = token.func
+        fn = self._functions.get(func)
+        if fn is None:
+            fn = function_ref(func, token.operation_type)
+            with self._lock:
+                if len(self._functions) >= _FUNCTION_CACHE:
+                    self._functions.pop(next(iter(self._functions)))
+                self._functions[func] = fn
+        return fn
+
+    def _outcomes(self, outcomes: list[Outcome]) -> None:
+        calls = self._calls
+        with self._lock:
+            for call, _kind, _value in outcomes:
+                if calls.get(id(call.owner)) is call:
+                    del calls[id(call.owner)]
+        for call, kind, value in outcomes:
+            token: Any = call.owner
+            if kind == OK:
+                token.set_result(value)
+            elif kind == ERR:
+                token.set_exception(value)
+
+
+def _start_call(call: Call) -> bool:
+    token: Any = call.owner
+    return bool(token.set_running())
+
+
+def _scopes_of(token: TaskToken[Any]) -> list[tuple[Callable[[Any], Any], object]] | None:
+    """The ``(remote_scope, value)`` pairs of the token's extensions, or None."""
+    contexts = getattr(token, "remote_contexts", None)
+    if contexts is None:
+        return None
+    pairs = contexts()
+    if not pairs:
+        return None
+    return [(ext_class.remote_scope, value) for ext_class, value in pairs]
+
+
+def _kill_token(owner: object, core_id: int) -> None:
+    token: Any = owner
+    token.kill(f"the worker process of core {core_id} shut down before the call ended")
 
 
 class ProcessBackend:
@@ -625,32 +794,3 @@ def _error_answer(exc: BaseException, remote_tb: str | None) -> bytes:
     except BaseException as problem:
         fallback = ProcessDomainError(f"{type(exc).__qualname__}: {exc} ({problem!r})")
         return pickle.dumps((_ERR, fallback, remote_tb), _PROTOCOL)
-
-
-def resolve_function(module: str, qualname: str) -> Callable[..., Any]:
-    """Import ``module`` and walk ``qualname`` to the undecorated function.
-
-    ``__main__`` of the coordinator's process is ``__mp_main__`` in a spawned worker. A
-    ``@task_token_guard`` wrapper is unwrapped to the function it decorates.
-
-    Raises:
-        ImportError: the module cannot be imported.
-        AttributeError: the qualified name is not found in it.
-        TypeError: what was found is not callable.
-    """
-    if module == "__main__":
-        found = sys.modules.get("__mp_main__") or sys.modules["__main__"]
-    else:
-        found = importlib.import_module(module)
-    target: Any = found
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    plan = getattr(target, _guard.PLAN_ATTRIBUTE, None)
-    if plan is not None:
-        target = plan.func
-    elif getattr(target, "__wrapped__", None) is not None:
-        target = target.__wrapped__
-    if not callable(target):
-        raise TypeError(f"{module}.{qualname} is {type(target).__name__}, not a function")
-    result: Callable[..., Any] = target
-    return result

@@ -1,0 +1,390 @@
+"""The main loop of a process-pool worker process.
+
+The worker has two threads. The reader receives batches of calls (and cancellations) from
+the parent and queues them, so the parent's sends never wait for a body; the main thread runs
+the calls one at a time, in the order they were sent, and writes each outcome to the socket
+as soon as the body ends (the parent reads whatever has arrived at once and delivers it as one
+batch). An outcome written is never lost, whatever happens to the process afterwards.
+
+Right before a body starts the worker writes the call's index to a counter shared with the
+parent, and right after it ends, to a second one. When the process dies, the parent reads
+them to know exactly which calls started (those are never sent again) and which did not
+(those go to the replacement process).
+
+A body may call other decorated operations: in a worker process they run inline, in the same
+process (the same core domain), and return an :class:`InlineToken` that is already done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+from . import _guard
+from ._errors import ProcessDomainError
+from ._procpool_wire import MessageReader, dumps, send_frame, wrap_large_bytes
+
+__all__ = ("InlineToken", "WorkerSettings", "resolve_function", "worker_main")
+
+_log = logging.getLogger("tokengate.worker")
+
+#: Outcome kinds of a call (worker → parent).
+OK = 0
+ERR = 1
+SKIPPED = 2
+#: Index of the shared counters.
+STARTED = 0
+FINISHED = 1
+
+
+class WorkerSettings:
+    """What a worker process needs to know (picklable, sent once at start)."""
+
+    __slots__ = ("cpu", "label", "max_calls", "max_memory")
+
+    def __init__(
+        self, label: str, cpu: int | None, max_calls: int | None, max_memory: int | None
+    ) -> None:
+        self.label = label
+        self.cpu = cpu
+        self.max_calls = max_calls
+        self.max_memory = max_memory
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(self.__slots__, state, strict=True):
+            setattr(self, name, value)
+
+
+def resolve_function(module: str, qualname: str) -> Callable[..., Any]:
+    """Import ``module`` and walk ``qualname`` to the undecorated function.
+
+    ``__main__`` of the coordinator's process is ``__mp_main__`` in a spawned worker. A
+    ``@task_token_guard`` wrapper is unwrapped to the function it decorates.
+
+    Raises:
+        ImportError: the module cannot be imported.
+        AttributeError: the qualified name is not found in it.
+        TypeError: what was found is not callable.
+    """
+    import importlib
+
+    if module == "__main__":
+        found = sys.modules.get("__mp_main__") or sys.modules["__main__"]
+    else:
+        found = importlib.import_module(module)
+    target: Any = found
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    plan = getattr(target, _guard.PLAN_ATTRIBUTE, None)
+    if plan is not None:
+        target = plan.func
+    elif getattr(target, "__wrapped__", None) is not None:
+        target = target.__wrapped__
+    if not callable(target):
+        raise TypeError(f"{module}.{qualname} is {type(target).__name__}, not a function")
+    result: Callable[..., Any] = target
+    return result
+
+
+def resident_bytes() -> int | None:
+    """The resident set size of this process in bytes (Linux ``/proc``), or None."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+class InlineToken:
+    """The token of a decorated call made by a body running in a worker process.
+
+    The call ran inline, in the same process (the same core domain), when it was made; the
+    token is already done. It offers the blocking and awaiting surface of a
+    :class:`~tokengate.core.TaskToken`: ``get``/``result``, ``exception``, ``done``,
+    ``add_done_callback`` and ``await``.
+    """
+
+    __slots__ = ("_exc", "_result", "operation_type")
+
+    def __init__(self, operation_type: str, result: object, exc: BaseException | None) -> None:
+        self.operation_type = operation_type
+        self._result = result
+        self._exc = exc
+
+    def done(self) -> bool:
+        """Always True: the call ran when it was made."""
+        return True
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The call's result; re-raises its exception."""
+        if self._exc is not None:
+            raise self._exc
+        return self._result
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Alias of :meth:`get`."""
+        return self.get(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The call's exception, or None."""
+        return self._exc
+
+    def add_done_callback(self, fn: Callable[[InlineToken], object]) -> None:
+        """Call ``fn(self)`` now (the token is done)."""
+        fn(self)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        yield from ()  # a generator that never suspends: the token is done
+        return self.get()
+
+
+class _InlineRunner:
+    """Stands in for the coordinator inside a worker process: runs decorated calls inline."""
+
+    name = "worker-process"
+
+    def _submit(self, plan: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> InlineToken:
+        try:
+            value = plan.func(*args, **kwargs)
+        except Exception as exc:
+            return InlineToken(plan.operation_type, None, exc)
+        return InlineToken(plan.operation_type, value, None)
+
+
+class _Worker:
+    def __init__(self, sock: socket.socket, counters: Any, settings: WorkerSettings) -> None:
+        self.sock = sock
+        self.counters = counters
+        self.settings = settings
+        self.cond = threading.Condition(threading.Lock())
+        self.inbox: deque[tuple[int, int, tuple[Any, ...], dict[str, Any], Any]] = deque()
+        self.cancelled: set[int] = set()
+        self.stopping = False
+        self.send_lock = threading.Lock()
+        self.functions: dict[int, Callable[..., Any] | BaseException] = {}
+        self.calls = 0
+
+    # ------------------------------------------------------------------ sending
+    def send(self, message: object) -> None:
+        main, buffers = dumps(message)
+        with self.send_lock:
+            send_frame(self.sock, main, buffers)
+
+    def send_results(self, batch: list[tuple[Any, ...]]) -> None:
+        """Send outcomes: plain pickle; else cloudpickle; else per-outcome errors."""
+        try:
+            main, buffers = dumps(("results", batch))
+        except Exception:
+            fixed = [_picklable_outcome(o) for o in batch]
+            try:
+                main, buffers = dumps(("results", fixed))
+            except Exception:
+                main, buffers = dumps(("results", fixed), by_value=True)
+        with self.send_lock:
+            send_frame(self.sock, main, buffers)
+
+    # ------------------------------------------------------------------ receiving
+    def reader(self) -> None:
+        reader = MessageReader(self.sock)
+        while True:
+            try:
+                message: Any = reader.read()
+            except (EOFError, OSError):
+                os._exit(0)  # the parent is gone: nothing here can be delivered any more
+            except Exception:
+                _log.exception("%s: a message could not be loaded", self.settings.label)
+                continue
+            kind = message[0]
+            if kind == "calls":
+                for fn_id, how, payload in message[1]:
+                    self.functions[fn_id] = _load_function(how, payload)
+                with self.cond:
+                    self.inbox.extend(message[2])
+                    self.cond.notify()
+            elif kind == "cancel":
+                with self.cond:
+                    self.cancelled.update(message[1])
+            elif kind == "stop":
+                with self.cond:
+                    self.stopping = True
+                    self.cond.notify()
+                return
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> None:
+        settings = self.settings
+        max_calls = settings.max_calls
+        max_memory = settings.max_memory
+        counters = self.counters
+        cond = self.cond
+        inbox = self.inbox
+        functions = self.functions
+        send_results = self.send_results
+        perf = time.perf_counter
+        thread_time = time.thread_time
+        while True:
+            with cond:
+                while not inbox and not self.stopping:
+                    cond.wait()
+                if self.stopping:
+                    return
+                index, fn_id, args, kwargs, scopes = inbox.popleft()
+                skip = index in self.cancelled
+                if skip:
+                    self.cancelled.discard(index)
+            if skip:
+                send_results([(index, SKIPPED, None, None, 0.0, 0.0)])
+                continue
+            func = functions.get(fn_id)
+            counters[STARTED] = index
+            if func is None or isinstance(func, BaseException):
+                outcome = (index, ERR, _load_error(fn_id, func), None, 0.0, 0.0)
+            else:
+                outcome = _run(index, func, args, kwargs, scopes, perf, thread_time)
+            # Written before the call counts as finished: a death after this loses nothing.
+            send_results([outcome])
+            counters[FINISHED] = index
+            self.calls += 1
+            reason = None
+            if max_calls is not None and self.calls >= max_calls:
+                reason = f"it ran {self.calls} calls (max_calls_per_process={max_calls})"
+            elif max_memory is not None:
+                rss = resident_bytes()
+                if rss is not None and rss > max_memory:
+                    reason = (
+                        f"its resident size {rss / 2**20:.1f} MiB exceeds "
+                        f"max_memory_per_process={max_memory / 2**20:.1f} MiB"
+                    )
+            if reason is not None:
+                self.send(("retire", reason))
+                return
+
+
+def _run(
+    index: int,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    scopes: Sequence[tuple[Callable[[object], contextlib.AbstractContextManager[object]], object]]
+    | None,
+    perf: Callable[[], float],
+    thread_time: Callable[[], float],
+) -> tuple[Any, ...]:
+    t0 = perf()
+    c0 = thread_time()
+    try:
+        if scopes:
+            with contextlib.ExitStack() as stack:
+                for scope, value in scopes:
+                    stack.enter_context(scope(value))
+                result = func(*args, **kwargs)
+        else:
+            result = func(*args, **kwargs)
+    except BaseException as exc:
+        wall = perf() - t0
+        cpu = thread_time() - c0
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            exc = ProcessDomainError(f"the body raised {type(exc).__name__}: {exc}")
+        return (index, ERR, _portable(exc), traceback.format_exc(), wall, cpu)
+    return (index, OK, wrap_large_bytes(result), None, perf() - t0, thread_time() - c0)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives a pickle round trip, else a ProcessDomainError describing it."""
+    try:
+        pickle.loads(pickle.dumps(exc, pickle.HIGHEST_PROTOCOL))
+    except BaseException as problem:
+        kind = type(exc)
+        return ProcessDomainError(
+            f"the body raised {kind.__module__}.{kind.__qualname__}: {exc} (the exception "
+            f"itself cannot cross processes: {problem!r})"
+        )
+    return exc
+
+
+def _load_function(how: str, payload: Any) -> Callable[..., Any] | BaseException:
+    try:
+        if how == "ref":
+            module, qualname = payload
+            return resolve_function(module, qualname)
+        loaded = pickle.loads(payload)
+        if not callable(loaded):
+            raise TypeError(f"{loaded!r} is not callable")
+        func: Callable[..., Any] = loaded
+        return func
+    except BaseException as exc:
+        return exc
+
+
+def _load_error(fn_id: int, problem: BaseException | None) -> ProcessDomainError:
+    error = ProcessDomainError(
+        f"the worker process could not load the function of this call: {problem!r}; "
+        "functions must be importable by module and qualified name, or picklable by value "
+        "with cloudpickle (and everything they refer to importable in the worker)"
+    )
+    error.__cause__ = problem
+    return error
+
+
+def _picklable_outcome(outcome: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``outcome``, or an error outcome describing why its value cannot be pickled."""
+    index, kind, value, tb, wall, cpu = outcome
+    try:
+        dumps(value)
+        return outcome
+    except Exception:
+        pass
+    try:
+        dumps(value, by_value=True)
+        return outcome  # the batch is retried by value below
+    except Exception as exc:
+        if kind == OK:
+            error = ProcessDomainError(
+                f"the result ({type(value).__qualname__}) cannot be pickled to return it from "
+                f"the worker process: {exc}; return picklable data"
+            )
+        else:
+            kind_name = f"{type(value).__module__}.{type(value).__qualname__}"
+            error = ProcessDomainError(
+                f"the body raised {kind_name}: {value} (the exception itself cannot cross "
+                f"processes: {exc!r})"
+            )
+        return (index, ERR, error, tb, wall, cpu)
+
+
+def worker_main(sock_fd: Any, counters: Any, settings: WorkerSettings) -> None:
+    """Entry point of a pool's worker process (the target of ``Process``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
+    _guard.IN_WORKER_PROCESS = True
+    _guard.push_running(_InlineRunner())  # type: ignore[arg-type]
+    if settings.cpu is not None:
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setaffinity(0, {settings.cpu})
+    fd = os.dup(sock_fd.fileno())
+    sock_fd.close()
+    sock = socket.socket(fileno=fd)
+    worker = _Worker(sock, counters, settings)
+    threading.Thread(target=worker.reader, name="tokengate-reader", daemon=True).start()
+    worker.send(("ready", os.getpid()))
+    try:
+        worker.run()
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)

@@ -1,0 +1,813 @@
+"""A worker process with batched, pipelined calls: the engine under the process executor.
+
+Nothing here knows about tokens. A :class:`ProcPool` owns one worker process at a time (and
+replaces it when it dies, is killed or retires) and runs :class:`Call` objects in it:
+
+* **Batched, pipelined.** Calls go over in batches (up to ``batch_size`` per message), and
+  several batches may be in flight, so the worker never waits for the parent; outcomes come
+  back in batches too. How many calls are in flight adapts to the measured body time (about
+  :data:`QUEUE_SECONDS` of work), so long bodies are not queued far ahead.
+* **Functions once.** A function crosses once per worker process (by reference when it is
+  importable by module and qualified name, else by value through cloudpickle) and is referred
+  to by a number afterwards.
+* **No call ever runs twice.** The worker writes the index of each call to a counter shared
+  with the parent right before it starts and right after it ends. When the process dies, the
+  calls it had started fail (the one running with the cause of death); the ones it had not
+  started are sent, once more, to the replacement.
+* **Hard stops.** :meth:`ProcPool.cancel` of a running call kills the process (after giving
+  the outcomes before it a moment to arrive) and starts a fresh one; nothing else is lost.
+* **Recycling.** With ``max_calls`` or ``max_memory`` (resident bytes) the worker retires
+  itself between two calls; the calls queued behind go to its replacement.
+
+Trust model: the parent only unpickles what its own child process sends over a private
+socket pair; nothing listens on an address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from ._errors import ProcessDomainError
+from ._process_worker import (
+    ERR,
+    FINISHED,
+    SKIPPED,
+    STARTED,
+    WorkerSettings,
+    resolve_function,
+    worker_main,
+)
+from ._procpool_wire import MessageReader, dumps, send_frame, wrap_large_bytes
+
+__all__ = ("Call", "FunctionRef", "Outcome", "PoolStats", "ProcPool", "function_ref")
+
+_log = logging.getLogger("tokengate.worker")
+#: Seconds of measured work the pool keeps queued in the worker (at least two calls).
+QUEUE_SECONDS = 0.02
+#: How many times a call the worker never started may be sent again after a death.
+MAX_RESENDS = 3
+_ids = itertools.count(1)
+
+#: (call, kind, value): kind is :data:`OK` (value = result), :data:`ERR` (value = exception)
+#: or :data:`SKIPPED` (the call was cancelled before it started; value None).
+Outcome = tuple["Call", int, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRef:
+    """A function prepared once for worker processes.
+
+    Attributes:
+        fn_id: its number in every worker process of this parent.
+        how: ``"ref"`` (imported by module and qualified name) or ``"value"`` (cloudpickled).
+        payload: ``(module, qualname)`` or the cloudpickle bytes.
+        name: how messages name it.
+    """
+
+    fn_id: int
+    how: str
+    payload: Any
+    name: str
+
+
+def function_ref(func: Callable[..., Any], name: str) -> FunctionRef:
+    """Prepare ``func`` for worker processes: by reference when the worker can import it by
+    module and qualified name, else by value with cloudpickle (closures, lambdas, functions of
+    ``__main__`` or a notebook).
+
+    Raises:
+        ProcessDomainError: neither works (the message says why).
+    """
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if (
+        isinstance(module, str)
+        and isinstance(qualname, str)
+        and module not in ("__main__", "__mp_main__")
+        and "<" not in qualname
+    ):
+        try:
+            if resolve_function(module, qualname) is func:
+                return FunctionRef(next(_ids), "ref", (module, qualname), name)
+        except Exception:  # not importable by name: try by value below
+            pass
+    try:
+        import cloudpickle  # type: ignore[import-untyped]
+
+        payload = cloudpickle.dumps(func, protocol=5)
+    except Exception as exc:
+        raise ProcessDomainError(
+            f"{name} cannot run in a worker process: its function is not importable by module "
+            f"and qualified name and cloudpickle cannot pickle it by value ({exc!r}); define "
+            "it at module level, or make what it refers to picklable"
+        ) from exc
+    return FunctionRef(next(_ids), "value", payload, name)
+
+
+class Call:
+    """One call for a :class:`ProcPool`.
+
+    Attributes:
+        fn: the prepared function.
+        args, kwargs: its arguments (pickled when the call is sent).
+        scopes: ``(factory, value)`` pairs; the worker enters ``factory(value)`` (a context
+            manager) around the body. ``factory`` must be importable (a class method, say).
+        owner: whatever the pool's user attaches (the token, for the process executor).
+    """
+
+    __slots__ = ("args", "fn", "index", "kwargs", "owner", "resends", "scopes", "sent")
+
+    def __init__(
+        self,
+        fn: FunctionRef,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        owner: object = None,
+        scopes: Sequence[tuple[Callable[[Any], Any], object]] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.owner = owner
+        self.scopes = scopes
+        self.index = 0  # > 0 while in flight in the current process
+        self.sent = False  # ``before_send`` accepted it (it is never asked again)
+        self.resends = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of a pool.
+
+    Attributes:
+        alive: a worker process is up and ready.
+        pid: its pid, or None.
+        queued: calls waiting in the parent.
+        in_flight: calls sent to the worker and not answered.
+        busy: 1 while the worker runs a body.
+        restarts: processes started after the first (deaths, kills, recycling).
+        recycled: processes retired by ``max_calls`` / ``max_memory``.
+        completed: calls answered.
+        mean_body: smoothed body time in seconds (None before the first answer).
+        cpu_ratio: smoothed CPU time / wall time of bodies (1.0 = CPU-bound).
+    """
+
+    alive: bool
+    pid: int | None
+    queued: int
+    in_flight: int
+    busy: int
+    restarts: int
+    recycled: int
+    completed: int
+    mean_body: float | None
+    cpu_ratio: float | None
+
+
+class _Proc:
+    """One worker process and what the parent knows about it."""
+
+    __slots__ = (
+        "counters",
+        "kill_index",
+        "killed_for",
+        "known",
+        "next_index",
+        "process",
+        "ready",
+        "reason",
+        "retiring",
+        "sock",
+    )
+
+    def __init__(self, process: BaseProcess, sock: socket.socket, counters: Any) -> None:
+        self.process = process
+        self.sock = sock
+        self.counters = counters
+        self.known: set[int] = set()
+        self.next_index = 0
+        self.ready = False
+        self.retiring = False
+        self.kill_index = 0
+        self.killed_for = 0
+        self.reason: str | None = None
+
+
+class ProcPool:
+    """The worker process of one domain, replaced when it dies, is killed or retires.
+
+    Outcomes reach ``on_outcomes`` in batches, from the pool's threads (or from the thread
+    that called :meth:`submit`, for calls that fail to pickle). ``before_send(call)`` is asked
+    once per call right before it first goes to the worker; False drops the call unrun.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        on_outcomes: Callable[[list[Outcome]], None],
+        *,
+        before_send: Callable[[Call], bool] | None = None,
+        start_method: str = "spawn",
+        cpu: int | None = None,
+        batch_size: int = 64,
+        max_calls: int | None = None,
+        max_memory: int | None = None,
+        batches_in_flight: int = 4,
+    ) -> None:
+        """Prepare the pool (no process starts before the first call).
+
+        Raises:
+            ValueError: ``start_method`` is ``fork`` (the parent is multi-threaded) or a
+                size is not positive.
+        """
+        if start_method == "fork":
+            raise ValueError("process domains never use 'fork': the coordinator is multi-threaded")
+        if batch_size < 1 or batches_in_flight < 1:
+            raise ValueError("batch_size and batches_in_flight must be positive")
+        self._label = label
+        self._on_outcomes = on_outcomes
+        self._before_send = before_send
+        self._context = get_context(start_method)
+        self._settings = WorkerSettings(label, cpu, max_calls, max_memory)
+        self._cpu = cpu
+        self._batch_size = batch_size
+        self._window_cap = batch_size * batches_in_flight
+        self._lock = threading.Lock()
+        self._wanted = threading.Condition(self._lock)
+        self._pending: deque[Call] = deque()
+        self._inflight: dict[int, Call] = {}
+        self._proc: _Proc | None = None
+        self._sending = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        self._unstarted: list[Call] = []
+        self._started = 0
+        self._recycled = 0
+        self._completed = 0
+        self._mean_body: float | None = None
+        self._cpu_ratio: float | None = None
+
+    # ------------------------------------------------------------------ public surface
+    def submit(self, calls: Sequence[Call]) -> None:
+        """Queue ``calls`` and send what the worker has room for; returns at once.
+
+        Calls submitted after :meth:`shutdown` fail with ProcessDomainError.
+        """
+        if not calls:
+            return
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._pending.extend(calls)
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._supervise, name=f"{self._label}-process", daemon=True
+                    )
+                    self._thread.start()
+                elif self._proc is None:
+                    self._wanted.notify()
+        if closed:
+            error = ProcessDomainError(f"{self._label}: the process pool is shut down")
+            self._deliver([(call, ERR, error) for call in calls])
+            return
+        self._pump()
+
+    def cancel(self, call: Call) -> None:
+        """Stop ``call``: unqueue it, tell the worker to skip it, or — when it is running —
+        kill the worker process (a fresh one takes the calls queued behind it).
+
+        A cancelled call that was still queued here gets no outcome; one skipped or killed
+        in the worker gets :data:`SKIPPED` or :data:`ERR`.
+        """
+        send_cancel: _Proc | None = None
+        with self._lock:
+            if call.index == 0:
+                with contextlib.suppress(ValueError):
+                    self._pending.remove(call)
+                return
+            proc = self._proc
+            if proc is None or self._inflight.get(call.index) is not call:
+                return
+            started = proc.counters[STARTED]
+            if call.index > started:
+                send_cancel = proc
+            elif call.index > proc.counters[FINISHED]:
+                proc.kill_index = call.index
+                with contextlib.suppress(OSError):
+                    os.write(self._wake_w, b"k")
+        if send_cancel is not None:
+            self._send_control(send_cancel, ("cancel", [call.index]))
+
+    def shutdown(self, timeout: float) -> list[Call]:
+        """Stop the worker process within about ``timeout`` seconds.
+
+        The running body gets until then to end; the worker runs nothing queued after it.
+        Returns every call that got no outcome (never started, or abandoned while running);
+        the caller ends them.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            self._closed = True
+            leftovers = list(self._pending)
+            self._pending.clear()
+            for call in leftovers:
+                call.index = 0
+            proc = self._proc
+            thread = self._thread
+            self._wanted.notify_all()
+        if proc is not None and proc.ready:
+            self._send_control(proc, ("stop",))
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"s")
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive() and proc is not None:
+                _log.warning(
+                    "%s: terminating the worker process (pid %s): a body still runs",
+                    self._label,
+                    proc.process.pid,
+                )
+                _kill(proc.process)
+                thread.join(5.0)
+        with self._lock:
+            abandoned = self._unstarted + list(self._inflight.values())
+            self._unstarted = []
+            self._inflight.clear()
+            for call in abandoned:
+                call.index = 0
+            proc = self._proc
+            self._proc = None
+        if proc is not None:
+            _kill(proc.process)
+            _close(proc)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        return leftovers + abandoned
+
+    def stats(self) -> PoolStats:
+        """A snapshot of the pool."""
+        with self._lock:
+            proc = self._proc
+            busy = 0
+            pid = None
+            alive = proc is not None and proc.ready
+            if proc is not None:
+                pid = proc.process.pid
+                busy = int(proc.counters[STARTED] > proc.counters[FINISHED])
+            return PoolStats(
+                alive=alive,
+                pid=pid,
+                queued=len(self._pending),
+                in_flight=len(self._inflight),
+                busy=busy,
+                restarts=max(0, self._started - 1),
+                recycled=self._recycled,
+                completed=self._completed,
+                mean_body=self._mean_body,
+                cpu_ratio=self._cpu_ratio,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the current worker process, or None."""
+        proc = self._proc
+        return None if proc is None else proc.process.pid
+
+    # ------------------------------------------------------------------ sending
+    def _window(self) -> int:
+        mean = self._mean_body
+        if mean is None:
+            return min(self._window_cap, max(2, self._batch_size // 4))
+        return min(self._window_cap, max(2, int(QUEUE_SECONDS / max(mean, 1e-6))))
+
+    def _pump(self) -> None:
+        """Send queued calls while the worker has room; one sender at a time (whoever
+        comes first sends for everyone, so batches form by themselves under load)."""
+        while True:
+            with self._lock:
+                proc = self._proc
+                if (
+                    self._sending
+                    or proc is None
+                    or not proc.ready
+                    or proc.retiring
+                    or not self._pending
+                ):
+                    return
+                room = self._window() - len(self._inflight)
+                if room <= 0:
+                    return
+                self._sending = True
+                count = min(room, self._batch_size, len(self._pending))
+                batch = [self._pending.popleft() for _ in range(count)]
+            failed: list[Outcome] = []
+            try:
+                self._send_batch(proc, batch, failed)
+            finally:
+                with self._lock:
+                    self._sending = False
+            if failed:
+                self._deliver(failed)
+
+    def _send_batch(self, proc: _Proc, batch: list[Call], failed: list[Outcome]) -> None:
+        before = self._before_send
+        if before is not None:
+            accepted = []
+            for call in batch:
+                if call.sent:
+                    accepted.append(call)
+                    continue
+                try:
+                    ok = before(call)
+                except Exception as exc:  # the user's hook failed: the call never runs
+                    failed.append((call, ERR, exc))
+                    continue
+                if ok:
+                    call.sent = True
+                    accepted.append(call)
+            batch = accepted
+        else:
+            for call in batch:
+                call.sent = True
+        if not batch:
+            return
+        items: list[tuple[Any, ...]] = []
+        defs: list[tuple[int, str, Any]] = []
+        new_ids: set[int] = set()
+        with self._lock:
+            for call in batch:
+                proc.next_index += 1
+                call.index = proc.next_index
+                self._inflight[call.index] = call
+        for call in batch:
+            fn = call.fn
+            if fn.fn_id not in proc.known and fn.fn_id not in new_ids:
+                new_ids.add(fn.fn_id)
+                defs.append((fn.fn_id, fn.how, fn.payload))
+            args = call.args
+            if any(type(a) is bytes for a in args):
+                args = tuple(wrap_large_bytes(a) for a in args)
+            items.append((call.index, fn.fn_id, args, call.kwargs, call.scopes))
+        message: tuple[Any, ...] = ("calls", defs, items)
+        try:
+            main, buffers = dumps(message)
+        except Exception:
+            items, by_value = self._isolate(batch, items, failed)
+            message = ("calls", defs, items)
+            main, buffers = dumps(message, by_value=by_value)
+        try:
+            send_frame(proc.sock, main, buffers)
+        except OSError:
+            # The process is dying: the supervisor sends these calls (never started) again.
+            return
+        proc.known.update(new_ids)
+
+    def _isolate(
+        self, batch: list[Call], items: list[tuple[Any, ...]], failed: list[Outcome]
+    ) -> tuple[list[tuple[Any, ...]], bool]:
+        """Pickle the calls of a batch one by one; fail those that cannot cross."""
+        kept: list[tuple[Any, ...]] = []
+        by_value = False
+        for call, item in zip(batch, items, strict=True):
+            try:
+                dumps(item)
+            except Exception as plain:
+                try:
+                    dumps(item, by_value=True)
+                    by_value = True
+                except Exception:
+                    with self._lock:
+                        self._inflight.pop(call.index, None)
+                    call.index = 0
+                    failed.append((call, ERR, _argument_error(call, plain)))
+                    continue
+            kept.append(item)
+        return kept, by_value
+
+    def _send_control(self, proc: _Proc, message: tuple[Any, ...]) -> None:
+        main, buffers = dumps(message)
+        try:
+            send_frame(proc.sock, main, buffers)
+        except OSError:
+            pass  # dying: the supervisor handles what it held
+
+    def _deliver(self, outcomes: list[Outcome]) -> None:
+        try:
+            self._on_outcomes(outcomes)
+        except Exception:
+            _log.exception("%s: delivering outcomes failed", self._label)
+
+    # ------------------------------------------------------------------ the supervisor
+    def _supervise(self) -> None:
+        eager = False
+        while True:
+            with self._lock:
+                while not self._closed and not self._pending and not eager:
+                    self._wanted.wait()
+                if self._closed:
+                    break
+            try:
+                proc = self._spawn()
+            except Exception as exc:
+                self._fail_pending(f"the worker process could not be started: {exc!r}")
+                eager = False
+                continue
+            try:
+                eager = self._serve(proc)
+            except Exception:  # never lose a call to a bug here: treat it as a death
+                _log.exception("%s: serving the worker process failed", self._label)
+                _kill(proc.process)
+                eager = self._reap(proc)
+            if self._is_closed():
+                break
+
+    def _is_closed(self) -> bool:
+        with self._lock:
+            return self._closed
+
+    def _spawn(self) -> _Proc:
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        counters = self._context.RawArray("q", 2)
+        process = self._context.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            args=(child_end, counters, self._settings),
+            name=f"{self._label}-process",
+            daemon=True,
+        )
+        try:
+            process.start()
+        finally:
+            child_end.close()
+        if self._cpu is not None:
+            try:
+                os.sched_setaffinity(process.pid, {self._cpu})
+            except (AttributeError, OSError) as exc:
+                _log.warning("%s: pinning to CPU %s failed: %r", self._label, self._cpu, exc)
+        sock = socket.socket(fileno=os.dup(parent_end.fileno()))
+        parent_end.close()
+        proc = _Proc(process, sock, counters)
+        with self._lock:
+            self._proc = proc
+            self._started += 1
+        _log.info("%s: started worker process pid %s", self._label, process.pid)
+        return proc
+
+    def _serve(self, proc: _Proc) -> bool:
+        """Talk to ``proc`` until it is gone; True when a replacement should start at once."""
+        reader = MessageReader(proc.sock)
+        watched: list[socket.socket | int] = [proc.sock, proc.process.sentinel, self._wake_r]
+        while True:
+            ready = wait(watched)
+            if self._wake_r in ready:
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 4096)
+            dead = proc.process.sentinel in ready
+            if (dead or proc.sock in ready) and not self._read(proc, reader, dead):
+                break
+            if proc.kill_index:
+                self._maybe_kill(proc)
+            with self._lock:
+                closed = self._closed
+            if closed and not proc.ready:
+                _kill(proc.process)
+                break
+        return self._reap(proc)
+
+    def _read(self, proc: _Proc, reader: MessageReader, dead: bool) -> bool:
+        """Handle everything that has arrived (all of it, once the process is dead); the
+        outcomes of all of it reach the user as one batch. False when the process is gone."""
+        results: list[tuple[Any, ...]] = []
+        alive = True
+        while True:
+            try:
+                message: Any = reader.read()
+            except (EOFError, OSError):
+                alive = False
+                break
+            except Exception as exc:
+                self._unloadable(proc, exc)
+                message = None
+            if message is not None:
+                if message[0] == "results":
+                    results.extend(message[1])
+                else:
+                    self._handle(proc, message)
+            if not dead and not reader.buffered():
+                break
+        if results:
+            self._results(results)
+            self._pump()
+        return alive
+
+    def _handle(self, proc: _Proc, message: Any) -> None:
+        kind = message[0]
+        if kind == "ready":
+            with self._lock:
+                proc.ready = True
+            self._pump()
+        elif kind == "retire":
+            with self._lock:
+                proc.retiring = True
+                proc.reason = str(message[1])
+                self._recycled += 1
+            _log.info("%s: recycling the worker process: %s", self._label, proc.reason)
+
+    def _results(self, results: list[tuple[Any, ...]]) -> None:
+        outcomes: list[Outcome] = []
+        with self._lock:
+            inflight = self._inflight
+            mean, ratio = self._mean_body, self._cpu_ratio
+            for index, kind, value, remote_tb, wall, cpu in results:
+                call = inflight.pop(index, None)
+                if call is None:
+                    continue
+                call.index = 0
+                if kind == ERR and remote_tb and isinstance(value, BaseException):
+                    value.add_note(f"\nRemote traceback ({self._label}):\n{remote_tb.rstrip()}")
+                outcomes.append((call, kind, value))
+                if kind != SKIPPED:
+                    mean = wall if mean is None else mean + 0.05 * (wall - mean)
+                    if wall > 0:
+                        share = min(1.0, cpu / wall)
+                        ratio = share if ratio is None else ratio + 0.05 * (share - ratio)
+            self._mean_body, self._cpu_ratio = mean, ratio
+            self._completed += len(outcomes)
+        if outcomes:
+            self._deliver(outcomes)
+
+    def _unloadable(self, proc: _Proc, exc: Exception) -> None:
+        """A results message could not be unpickled: fail the calls it may have answered."""
+        with self._lock:
+            finished = proc.counters[FINISHED]
+            lost = [c for i, c in self._inflight.items() if i <= finished]
+            for call in lost:
+                del self._inflight[call.index]
+                call.index = 0
+        error = ProcessDomainError(
+            f"{self._label}: the outcome of this call (or of another in the same batch) could "
+            f"not be unpickled in the parent: {exc!r}; return data whose classes the parent "
+            "can import"
+        )
+        self._deliver([(call, ERR, error) for call in lost])
+
+    def _maybe_kill(self, proc: _Proc) -> None:
+        """Kill the process if the call to stop is still running (outcomes written before
+        stay readable in the socket after the process is gone)."""
+        with self._lock:
+            index, proc.kill_index = proc.kill_index, 0
+            if self._inflight.get(index) is None or proc.counters[FINISHED] >= index:
+                return  # it ended in time after all
+            proc.killed_for = index
+        _log.info("%s: killing the worker process to stop a running body", self._label)
+        _kill(proc.process)
+
+    def _reap(self, proc: _Proc) -> bool:
+        """The process is gone: fail what it started, queue again what it had not."""
+        process = proc.process
+        pid = process.pid
+        process.join(1.0)
+        if process.exitcode is None:
+            _kill(process)
+        code = process.exitcode
+        lost: list[Outcome] = []
+        with self._lock:
+            self._proc = None
+            started = proc.counters[STARTED]
+            finished = proc.counters[FINISHED]
+            leftovers = list(self._inflight.values())
+            self._inflight.clear()
+            again: list[Call] = []
+            for call in leftovers:
+                index, call.index = call.index, 0
+                if index > started and not self._closed:
+                    if call.resends >= MAX_RESENDS:
+                        lost.append((call, ERR, self._death_error(proc, code, "before", index)))
+                    else:
+                        call.resends += 1
+                        again.append(call)
+                elif index > started:
+                    self._unstarted.append(call)  # shutting down: shutdown() returns it
+                elif index == started and finished < index:
+                    lost.append((call, ERR, self._death_error(proc, code, "while", index)))
+                else:
+                    lost.append((call, ERR, self._death_error(proc, code, "after", index)))
+            self._pending.extendleft(reversed(again))
+            retired = proc.retiring
+            never_ready = not proc.ready
+        _close(proc)
+        if never_ready and not retired:
+            self._fail_pending(
+                f"the worker process (pid {pid}) exited before it was ready "
+                f"({_describe_exit(code)}); if it fails at start-up, check that the main module "
+                "guards its entry point with if __name__ == '__main__'"
+            )
+        elif not retired and not self._closed:
+            _log.warning(
+                "%s: the worker process (pid %s) ended (%s); %d calls go to a fresh one",
+                self._label,
+                pid,
+                _describe_exit(code),
+                len(again),
+            )
+        if lost:
+            self._deliver(lost)
+        return retired
+
+    def _death_error(self, proc: _Proc, code: int | None, when: str, index: int) -> Exception:
+        pid = proc.process.pid
+        if proc.killed_for == index:
+            return ProcessDomainError(
+                f"{self._label}: the worker process (pid {pid}) was killed to stop this body "
+                "(its timeout passed or it was cancelled); a fresh process runs the next calls"
+            )
+        if when == "while":
+            return ProcessDomainError(
+                f"{self._label}: the worker process (pid {pid}) died ({_describe_exit(code)}) "
+                "while running this call; only this call failed and a fresh process runs the "
+                "next ones"
+            )
+        if when == "after":
+            return ProcessDomainError(
+                f"{self._label}: the worker process (pid {pid}) died ({_describe_exit(code)}) "
+                "after running this call, before its outcome reached the parent; it is not "
+                "run again"
+            )
+        return ProcessDomainError(
+            f"{self._label}: worker processes died {MAX_RESENDS + 1} times before this call "
+            f"could start (last: {_describe_exit(code)}); it is not sent again"
+        )
+
+    def _fail_pending(self, reason: str) -> None:
+        with self._lock:
+            calls = list(self._pending)
+            self._pending.clear()
+        if calls:
+            error = ProcessDomainError(f"{self._label}: {reason}")
+            self._deliver([(call, ERR, error) for call in calls])
+
+
+def _argument_error(call: Call, exc: BaseException) -> ProcessDomainError:
+    """Name the argument of ``call`` that cannot be pickled (or the call as a whole)."""
+    named: list[tuple[str, object]] = [(f"#{i}", a) for i, a in enumerate(call.args)]
+    named += list(call.kwargs.items())
+    culprit = "the call"
+    reason: BaseException = exc
+    for name, value in named:
+        try:
+            pickle.dumps(value, 5)
+        except Exception as inner:
+            try:
+                dumps(value, by_value=True)
+            except Exception:
+                culprit = f"argument {name!r} ({type(value).__qualname__})"
+                reason = inner
+                break
+    error = ProcessDomainError(
+        f"{culprit} of {call.fn.name} cannot be pickled to send it to a worker process: "
+        f"{reason}; pass picklable arguments or run the operation on threads"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _kill(process: BaseProcess) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if process.exitcode is None:
+            process.kill()
+            process.join(2.0)
+
+
+def _close(proc: _Proc) -> None:
+    with contextlib.suppress(OSError):
+        proc.sock.close()
+    if proc.process.exitcode is not None:
+        with contextlib.suppress(ValueError):
+            proc.process.close()

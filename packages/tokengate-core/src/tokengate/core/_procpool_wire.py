@@ -1,0 +1,195 @@
+"""Framing of the process pool's messages over a private stream socket.
+
+A message is one pickle (protocol 5) plus its out-of-band buffers: large numpy arrays and
+large ``bytes`` travel beside the pickle stream instead of inside it, so the sender never
+copies them into the pickle and the receiver reads each one straight into its own writable
+buffer (``socket.recv_into``): one kernel copy each way and no copy in user space.
+
+Frame layout: ``<main length: u64><buffer count: u32>``, one ``u64`` per buffer length, the
+pickle, then the buffers. Nothing here knows about tokens or calls.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+__all__ = (
+    "LARGE_BYTES",
+    "MessageReader",
+    "dumps",
+    "send_frame",
+    "wrap_large_bytes",
+)
+
+_HEAD = struct.Struct("<QI")
+_LEN = struct.Struct("<Q")
+_PROTOCOL = 5
+#: ``bytes`` at least this long cross out of band (as a pickle buffer), never inside the pickle.
+LARGE_BYTES = 64 * 1024
+#: Buffers at least this long are read straight into their own buffer by the receiver.
+_DIRECT = 64 * 1024
+_CHUNK = 256 * 1024
+
+
+class _LargeBytes:
+    """Carries a large ``bytes`` out of band; unpickles to the same ``bytes`` value."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Callable[[Any], bytes], tuple[Any]]:
+        if int(protocol) >= 5:
+            return bytes, (pickle.PickleBuffer(self.data),)
+        return bytes, (self.data,)
+
+
+def wrap_large_bytes(value: object) -> object:
+    """``value``, with a large top-level ``bytes`` marked to cross out of band."""
+    if type(value) is bytes and len(value) >= LARGE_BYTES:
+        return _LargeBytes(value)
+    return value
+
+
+def dumps(obj: object, by_value: bool = False) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """Pickle ``obj`` (protocol 5): the stream and its out-of-band buffers.
+
+    With ``by_value`` the pickle is made by cloudpickle, so closures, lambdas and functions of
+    ``__main__`` travel by value; plain pickle (the fast path) otherwise.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    if by_value:
+        import cloudpickle  # type: ignore[import-untyped]
+
+        stream = io.BytesIO()
+        cloudpickle.Pickler(stream, protocol=_PROTOCOL, buffer_callback=buffers.append).dump(obj)
+        return stream.getvalue(), buffers
+    return pickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append), buffers
+
+
+def send_frame(sock: socket.socket, main: bytes, buffers: list[pickle.PickleBuffer]) -> None:
+    """Write one frame: the header, the pickle, then each buffer without copying it."""
+    views = [buffer.raw() for buffer in buffers]
+    head = _HEAD.pack(len(main), len(views)) + b"".join(_LEN.pack(v.nbytes) for v in views)
+    if not views:
+        sock.sendall(head + main)
+        return
+    if len(main) < _DIRECT:
+        sock.sendall(head + main)
+    else:
+        sock.sendall(head)
+        sock.sendall(main)
+    for view in views:
+        sock.sendall(view)
+        view.release()
+
+
+class MessageReader:
+    """Reads frames from a stream socket and unpickles them.
+
+    Small frames are parsed out of one reusable chunk (many per ``recv``); a large buffer is
+    received straight into a ``bytearray`` of its own, which the unpickled object (a numpy
+    array, say) then uses without another copy.
+    """
+
+    __slots__ = ("_buf", "_end", "_sock", "_start")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray(_CHUNK)
+        self._start = 0
+        self._end = 0
+
+    def buffered(self) -> bool:
+        """Whether a complete frame is already buffered (reading it will not block)."""
+        have = self._end - self._start
+        if have < _HEAD.size:
+            return False
+        main, count = _HEAD.unpack_from(self._buf, self._start)
+        need = _HEAD.size + count * _LEN.size
+        if have < need:
+            return False
+        total: int = need + main
+        for i in range(count):
+            size: int = _LEN.unpack_from(self._buf, self._start + _HEAD.size + i * _LEN.size)[0]
+            total += size
+        return have >= total
+
+    def _fill(self, need: int) -> None:
+        """Make ``need`` bytes available from ``_start``; EOFError when the peer closed."""
+        if self._end - self._start >= need:
+            return
+        if self._start + need > len(self._buf):
+            if need > len(self._buf):
+                grown = bytearray(max(need, 2 * len(self._buf)))
+                grown[: self._end - self._start] = self._buf[self._start : self._end]
+                self._buf = grown
+            else:
+                self._buf[: self._end - self._start] = self._buf[self._start : self._end]
+            self._end -= self._start
+            self._start = 0
+        view = memoryview(self._buf)
+        try:
+            while self._end - self._start < need:
+                got = self._sock.recv_into(view[self._end :])
+                if not got:
+                    raise EOFError("the peer closed the connection")
+                self._end += got
+        finally:
+            view.release()
+
+    def _take(self, size: int) -> bytes:
+        self._fill(size)
+        data = bytes(self._buf[self._start : self._start + size])
+        self._start += size
+        return data
+
+    def _take_buffer(self, size: int) -> bytearray:
+        if size < _DIRECT:
+            self._fill(size)
+            data = bytearray(self._buf[self._start : self._start + size])
+            self._start += size
+            return data
+        target = bytearray(size)
+        have = min(size, self._end - self._start)
+        target[:have] = self._buf[self._start : self._start + have]
+        self._start += have
+        view = memoryview(target)
+        try:
+            while have < size:
+                got = self._sock.recv_into(view[have:])
+                if not got:
+                    raise EOFError("the peer closed the connection")
+                have += got
+        finally:
+            view.release()
+        return target
+
+    def read(self) -> object:
+        """The next message (blocks until it is complete).
+
+        Raises:
+            EOFError: the peer closed the connection (or died).
+            OSError: the socket failed.
+            Exception: the pickle could not be loaded (the frame is consumed).
+        """
+        self._fill(_HEAD.size)
+        main, count = _HEAD.unpack_from(self._buf, self._start)
+        self._start += _HEAD.size
+        sizes: list[int] = []
+        if count:
+            self._fill(count * _LEN.size)
+            for _ in range(count):
+                sizes.append(_LEN.unpack_from(self._buf, self._start)[0])
+                self._start += _LEN.size
+        stream = self._take(main)
+        buffers = [self._take_buffer(size) for size in sizes]
+        if self._start == self._end:
+            self._start = self._end = 0
+        return pickle.loads(stream, buffers=buffers)
