@@ -14,3 +14,12 @@ def current_span_ids() -> tuple[int, int, bool]:
 def add(a: int, b: int) -> int:
     """A plain body."""
     return a + b
+
+
+def ids_inside_remote_scope(carrier: object) -> tuple[int, int, bool]:
+    """What a process executor does around a body: enter the extension's remote scope with
+    the value made in the parent, and report the span current inside."""
+    from tokengate.otel._extension import TracingExtension
+
+    with TracingExtension.remote_scope(carrier):
+        return current_span_ids()
