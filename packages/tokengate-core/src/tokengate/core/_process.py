@@ -36,9 +36,18 @@ from typing import TYPE_CHECKING, Any
 from . import _guard
 from ._enums import TokenState
 from ._errors import PluginError, ProcessDomainError
-from ._executors import ExecutorBackend, ExecutorDomain, ExecutorStats
+from ._executors import AUTO, ExecutorBackend, ExecutorDomain, ExecutorStats
 from ._process_worker import ERR, OK, resolve_function
-from ._procpool import Call, FunctionRef, Outcome, ProcPool, function_ref
+from ._procpool import (
+    BodyProfile,
+    Call,
+    FunctionRef,
+    Outcome,
+    ProcPool,
+    argument_error,
+    function_ref,
+)
+from ._procpool_wire import dumps
 
 if TYPE_CHECKING:
     from ._coordinator import OperationsCoordinator
@@ -90,6 +99,10 @@ class ProcessExecutor(ExecutorBackend):
         self._lock = threading.Lock()
         self._calls: dict[int, Call] = {}
         self._functions: dict[object, FunctionRef] = {}
+        #: Where a token of an ``executor: "auto"`` operation goes when its arguments cannot
+        #: be pickled (the same core's thread executor, set by the auto policy), instead of
+        #: failing.
+        self.fallback: Callable[[TaskToken[Any]], None] | None = None
         self._pool = ProcPool(
             f"{domain.coordinator_name}-core{domain.core_id}",
             self._outcomes,
@@ -119,6 +132,10 @@ class ProcessExecutor(ExecutorBackend):
                 scopes = _scopes_of(token)
             except Exception as exc:
                 token.set_exception(exc)
+                continue
+            if getattr(token._plan, "executor", None) == AUTO and not self._arguments_pickle(
+                token, fn
+            ):
                 continue
             calls.append(Call(fn, token.args, token.kwargs, token, scopes))
         if not calls:
@@ -185,6 +202,31 @@ class ProcessExecutor(ExecutorBackend):
                     self._functions.pop(next(iter(self._functions)))
                 self._functions[func] = fn
         return fn
+
+    def _arguments_pickle(self, token: TaskToken[Any], fn: FunctionRef) -> bool:
+        """For an ``auto`` operation: whether the call's arguments pickle. If not, the token
+        goes to :attr:`fallback` (threads) or fails with a clear error; it never runs here."""
+        call = (token.args, token.kwargs)
+        try:
+            dumps(call)
+            return True
+        except Exception as plain:
+            try:
+                dumps(call, by_value=True)
+                return True
+            except Exception:
+                problem = plain
+        self._pool.note_unpicklable(fn.name)
+        fallback = self.fallback
+        if fallback is not None:
+            fallback(token)
+        else:
+            token.set_exception(argument_error(Call(fn, token.args, token.kwargs), problem))
+        return False
+
+    def operations(self) -> dict[str, BodyProfile]:
+        """Per operation: what the worker processes measured of its bodies."""
+        return self._pool.profiles()
 
     def _outcomes(self, outcomes: list[Outcome]) -> None:
         calls = self._calls

@@ -54,7 +54,16 @@ from ._process_worker import (
 )
 from ._procpool_wire import MessageReader, dumps, send_frame, wrap_large_bytes
 
-__all__ = ("Call", "FunctionRef", "Outcome", "PoolStats", "ProcPool", "function_ref")
+__all__ = (
+    "BodyProfile",
+    "Call",
+    "FunctionRef",
+    "Outcome",
+    "PoolStats",
+    "ProcPool",
+    "argument_error",
+    "function_ref",
+)
 
 _log = logging.getLogger("tokengate.worker")
 #: Seconds of measured work the pool keeps queued in the worker (at least two calls).
@@ -179,6 +188,39 @@ class PoolStats:
     cpu_ratio: float | None
 
 
+class BodyProfile:
+    """What the pool measured of one function's bodies (moving averages).
+
+    Attributes:
+        calls: bodies that ran.
+        mean_body: smoothed wall time of a body, in seconds.
+        cpu_ratio: smoothed CPU time / wall time (1.0 = CPU-bound).
+        unpicklable: calls that failed because an argument could not be pickled.
+    """
+
+    __slots__ = ("calls", "cpu_ratio", "mean_body", "unpicklable")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.mean_body: float | None = None
+        self.cpu_ratio: float | None = None
+        self.unpicklable = 0
+
+    def add(self, wall: float, cpu: float) -> None:
+        """Fold in one body."""
+        self.calls += 1
+        mean = self.mean_body
+        self.mean_body = wall if mean is None else mean + 0.1 * (wall - mean)
+        if wall > 0:
+            share = min(1.0, cpu / wall)
+            ratio = self.cpu_ratio
+            self.cpu_ratio = share if ratio is None else ratio + 0.1 * (share - ratio)
+
+
+#: Functions whose bodies a pool profiles (the oldest is forgotten beyond this).
+PROFILE_LIMIT = 1024
+
+
 class _Proc:
     """One worker process and what the parent knows about it."""
 
@@ -262,6 +304,7 @@ class ProcPool:
         self._completed = 0
         self._mean_body: float | None = None
         self._cpu_ratio: float | None = None
+        self._profiles: dict[str, BodyProfile] = {}
 
     # ------------------------------------------------------------------ public surface
     def submit(self, calls: Sequence[Call]) -> None:
@@ -495,8 +538,9 @@ class ProcPool:
                 except Exception:
                     with self._lock:
                         self._inflight.pop(call.index, None)
+                        self._profile(call.fn.name).unpicklable += 1
                     call.index = 0
-                    failed.append((call, ERR, _argument_error(call, plain)))
+                    failed.append((call, ERR, argument_error(call, plain)))
                     continue
             kept.append(item)
         return kept, by_value
@@ -643,6 +687,7 @@ class ProcPool:
                     value.add_note(f"\nRemote traceback ({self._label}):\n{remote_tb.rstrip()}")
                 outcomes.append((call, kind, value))
                 if kind != SKIPPED:
+                    self._profile(call.fn.name).add(wall, cpu)
                     mean = wall if mean is None else mean + 0.05 * (wall - mean)
                     if wall > 0:
                         share = min(1.0, cpu / wall)
@@ -651,6 +696,25 @@ class ProcPool:
             self._completed += len(outcomes)
         if outcomes:
             self._deliver(outcomes)
+
+    def _profile(self, name: str) -> BodyProfile:
+        """The profile of ``name`` (with the lock held)."""
+        profile = self._profiles.get(name)
+        if profile is None:
+            if len(self._profiles) >= PROFILE_LIMIT:
+                del self._profiles[next(iter(self._profiles))]
+            profile = self._profiles[name] = BodyProfile()
+        return profile
+
+    def note_unpicklable(self, name: str) -> None:
+        """Count a call of ``name`` whose arguments did not pickle (checked by the caller)."""
+        with self._lock:
+            self._profile(name).unpicklable += 1
+
+    def profiles(self) -> dict[str, BodyProfile]:
+        """Per function name: what the pool measured of its bodies (live objects)."""
+        with self._lock:
+            return dict(self._profiles)
 
     def _unloadable(self, proc: _Proc, exc: Exception) -> None:
         """A results message could not be unpickled: fail the calls it may have answered."""
@@ -763,7 +827,7 @@ class ProcPool:
             self._deliver([(call, ERR, error) for call in calls])
 
 
-def _argument_error(call: Call, exc: BaseException) -> ProcessDomainError:
+def argument_error(call: Call, exc: BaseException) -> ProcessDomainError:
     """Name the argument of ``call`` that cannot be pickled (or the call as a whole)."""
     named: list[tuple[str, object]] = [(f"#{i}", a) for i, a in enumerate(call.args)]
     named += list(call.kwargs.items())
