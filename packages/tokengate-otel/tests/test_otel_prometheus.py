@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,10 +73,43 @@ def test_scrape_the_endpoint(coordinator: OperationsCoordinator) -> None:
         assert "tokengate_domain_busy_workers" in families
         assert "tokengate_sticky_pins" in families
         assert "tokengate_tokens_in_flight" in families
+
+        # every series the Grafana dashboard of the docs queries is really exported
+        exported = {sample.name for family in families.values() for sample in family.samples}
+        queried = dashboard_series()
+        assert queried, "the dashboard queries nothing"
+        assert queried <= exported, (
+            f"the dashboard queries series nobody exports: {queried - exported}"
+        )
     # stopping the endpoint uninstruments and closes the port
     assert not TokenGateInstrumentor().is_instrumented_by_opentelemetry
     with pytest.raises(OSError):
         urllib.request.urlopen(endpoint.url, timeout=5)
+
+
+DASHBOARD = Path(__file__).resolve().parents[3] / "docs/assets/grafana/tokengate-dashboard.json"
+
+
+def dashboard_series() -> set[str]:
+    """The TokenGate series named in the PromQL of the dashboard's panels."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            names.update(re.findall(r"tokengate_[a-z_]+", target["expr"]))
+    return names
+
+
+def test_dashboard_is_importable_json() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert dashboard["title"] == "TokenGate"
+    assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(panels) >= 10
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}"
+        assert "gridPos" in panel
 
 
 def test_serve_prometheus_refuses_when_already_instrumented() -> None:
