@@ -97,27 +97,33 @@ class ProcessExecutor(ExecutorBackend):
         config = domain.config
         self._core_id = domain.core_id
         self._lock = threading.Lock()
-        self._calls: dict[int, Call] = {}
+        self._calls: dict[int, tuple[ProcPool, Call]] = {}
         self._functions: dict[object, FunctionRef] = {}
         #: Where a token of an ``executor: "auto"`` operation goes when its arguments cannot
         #: be pickled (the same core's thread executor, set by the auto policy), instead of
         #: failing.
         self.fallback: Callable[[TaskToken[Any]], None] | None = None
-        self._pool = ProcPool(
-            f"{domain.coordinator_name}-core{domain.core_id}",
-            self._outcomes,
-            before_send=_start_call,
-            start_method=config.process_start_method,
-            cpu=domain.cpu,
-            batch_size=config.process_batch_size,
-            max_calls=config.max_calls_per_process,
-            max_memory=config.max_memory_per_process,
-        )
+        count = config.processes_per_core
+        label = f"{domain.coordinator_name}-core{domain.core_id}"
+        self._pools = [
+            ProcPool(
+                label if count == 1 else f"{label}-p{i + 1}",
+                self._outcomes,
+                before_send=_start_call,
+                start_method=config.process_start_method,
+                cpu=domain.cpu,
+                batch_size=config.process_batch_size,
+                max_calls=config.max_calls_per_process,
+                max_memory=config.max_memory_per_process,
+            )
+            for i in range(count)
+        ]
+        self._pool = self._pools[0]
 
     @property
-    def pool(self) -> ProcPool:
-        """The engine underneath (its ``pid``, ``stats()``)."""
-        return self._pool
+    def pools(self) -> list[ProcPool]:
+        """The engines underneath, one per worker process of the domain."""
+        return list(self._pools)
 
     def submit(self, tokens: Sequence[TaskToken[Any]]) -> None:
         """Queue the tokens' calls for the worker process and return at once.
@@ -140,19 +146,36 @@ class ProcessExecutor(ExecutorBackend):
             calls.append(Call(fn, token.args, token.kwargs, token, scopes))
         if not calls:
             return
+        pools = self._pools
+        if len(pools) == 1:
+            with self._lock:
+                for call in calls:
+                    self._calls[id(call.owner)] = (self._pool, call)
+            self._pool.submit(calls)
+            return
+        loads = [pool.load() for pool in pools]
+        shares: list[list[Call]] = [[] for _ in pools]
+        for call in calls:
+            least = loads.index(min(loads))
+            loads[least] += 1
+            shares[least].append(call)
         with self._lock:
-            for call in calls:
-                self._calls[id(call.owner)] = call
-        self._pool.submit(calls)
+            for pool, share in zip(pools, shares, strict=True):
+                for call in share:
+                    self._calls[id(call.owner)] = (pool, call)
+        for pool, share in zip(pools, shares, strict=True):
+            if share:
+                pool.submit(share)
 
     def cancel(self, token: TaskToken[Any]) -> None:
         """Stop the token's call: unqueued, skipped by the process, or — when its body runs —
         the process is killed and replaced (calls queued behind it are not lost)."""
         with self._lock:
-            call = self._calls.get(id(token))
-        if call is None or call.owner is not token:
+            held = self._calls.get(id(token))
+        if held is None or held[1].owner is not token:
             return
-        self._pool.cancel(call)
+        pool, call = held
+        pool.cancel(call)
         if call.index == 0 and not call.sent:
             with self._lock:
                 self._calls.pop(id(token), None)
@@ -160,9 +183,12 @@ class ProcessExecutor(ExecutorBackend):
     def shutdown(self, timeout: float) -> None:
         """Stop the worker process within about ``timeout`` seconds; every token still held
         ends ``KILLED`` (a body still running is abandoned and its process killed)."""
-        leftovers = self._pool.shutdown(timeout)
+        deadline = time.monotonic() + max(0.0, timeout)
+        leftovers: list[Call] = []
+        for pool in self._pools:
+            leftovers += pool.shutdown(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            held = [call.owner for call in self._calls.values()]
+            held = [call.owner for _pool, call in self._calls.values()]
             self._calls.clear()
         for call in leftovers:
             _kill_token(call.owner, self._core_id)
@@ -170,24 +196,30 @@ class ProcessExecutor(ExecutorBackend):
             _kill_token(owner, self._core_id)
 
     def stats(self) -> ExecutorStats:
-        """One process per domain: its pid, restarts, recycling and measured body time."""
-        snap = self._pool.stats()
+        """The domain's processes: pids, restarts, recycling and measured body time."""
+        snaps = [pool.stats() for pool in self._pools]
+        pids = [snap.pid for snap in snaps]
+        in_flight = sum(snap.in_flight for snap in snaps)
+        busy = sum(snap.busy for snap in snaps)
         details: dict[str, object] = {
-            "pid": snap.pid,
-            "in_flight": snap.in_flight,
-            "restarts": snap.restarts,
-            "recycled": snap.recycled,
-            "completed": snap.completed,
+            "pid": pids[0] if len(pids) == 1 else pids,
+            "in_flight": in_flight,
+            "restarts": sum(snap.restarts for snap in snaps),
+            "recycled": sum(snap.recycled for snap in snaps),
+            "completed": sum(snap.completed for snap in snaps),
         }
-        if snap.mean_body is not None:
-            details["mean_body_us"] = round(snap.mean_body * 1e6, 1)
-        if snap.cpu_ratio is not None:
-            details["cpu_ratio"] = round(snap.cpu_ratio, 3)
+        means = [snap.mean_body for snap in snaps if snap.mean_body is not None]
+        if means:
+            details["mean_body_us"] = round(sum(means) / len(means) * 1e6, 1)
+        ratios = [snap.cpu_ratio for snap in snaps if snap.cpu_ratio is not None]
+        if ratios:
+            details["cpu_ratio"] = round(sum(ratios) / len(ratios), 3)
+        alive = sum(snap.alive for snap in snaps)
         return ExecutorStats(
-            workers=1 if snap.alive else 0,
-            busy=snap.busy,
-            queued=snap.queued + max(0, snap.in_flight - snap.busy),
-            alive=snap.alive or snap.pid is None,
+            workers=alive,
+            busy=busy,
+            queued=sum(snap.queued for snap in snaps) + max(0, in_flight - busy),
+            alive=alive > 0 or all(pid is None for pid in pids),
             details=details,
         )
 
@@ -225,14 +257,34 @@ class ProcessExecutor(ExecutorBackend):
         return False
 
     def operations(self) -> dict[str, BodyProfile]:
-        """Per operation: what the worker processes measured of its bodies."""
-        return self._pool.profiles()
+        """Per operation: what the worker processes measured of its bodies (the domain's
+        processes together)."""
+        if len(self._pools) == 1:
+            return self._pool.profiles()
+        merged: dict[str, BodyProfile] = {}
+        for pool in self._pools:
+            for name, profile in pool.profiles().items():
+                into = merged.setdefault(name, BodyProfile())
+                calls = into.calls + profile.calls
+                for field in ("mean_body", "cpu_ratio"):
+                    mine, theirs = getattr(into, field), getattr(profile, field)
+                    if theirs is not None:
+                        value = (
+                            theirs
+                            if mine is None
+                            else (mine * into.calls + theirs * profile.calls) / max(1, calls)
+                        )
+                        setattr(into, field, value)
+                into.calls = calls
+                into.unpicklable += profile.unpicklable
+        return merged
 
     def _outcomes(self, outcomes: list[Outcome]) -> None:
         calls = self._calls
         with self._lock:
             for call, _kind, _value in outcomes:
-                if calls.get(id(call.owner)) is call:
+                held = calls.get(id(call.owner))
+                if held is not None and held[1] is call:
                     del calls[id(call.owner)]
         for call, kind, value in outcomes:
             token: Any = call.owner

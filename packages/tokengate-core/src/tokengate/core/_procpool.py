@@ -427,6 +427,10 @@ class ProcPool:
                 cpu_ratio=self._cpu_ratio,
             )
 
+    def load(self) -> int:
+        """Calls queued or in flight (a cheap, lock-free estimate)."""
+        return len(self._pending) + len(self._inflight)
+
     @property
     def pid(self) -> int | None:
         """The pid of the current worker process, or None."""
