@@ -200,7 +200,7 @@ def test_public_name_is_documented(package: str, name: str) -> None:
 def _hook_names() -> list[str]:
     return sorted(
         name
-        for name, value in vars(_hookspecs).items()
+        for name, value in vars(_hookspecs.Plugin).items()
         if name.startswith("tokengate_") and inspect.isfunction(value)
     )
 
@@ -220,6 +220,39 @@ def test_hook_is_in_the_plugin_guide(hook: str) -> None:
     assert pattern.search(guide.read_text(encoding="utf-8")), (
         f"hook {hook} is not documented in docs/plugins.md"
     )
+
+
+#: Pages whose examples must pass ``mypy --strict``: every plugin example, and an
+#: implementation of each hook, is typed as a strict project would need it.
+TYPED_PAGES = ("docs/plugins.md", "docs/testing.md")
+
+
+def test_plugin_examples_pass_mypy_strict(tmp_path: Path) -> None:
+    examples = [
+        example
+        for example in _all_examples()
+        if example.page in TYPED_PAGES and not example.doctest
+    ]
+    assert {example.page for example in examples} == set(TYPED_PAGES)
+    implemented = set()
+    for example in examples:
+        stem = re.sub(r"\W", "_", example.page.removeprefix("docs/").removesuffix(".md"))
+        (tmp_path / f"{stem}_line{example.line}.py").write_text(example.code, encoding="utf-8")
+        implemented |= set(re.findall(r"def (tokengate_\w+)\(", example.code))
+    missing = set(_hook_names()) - implemented
+    assert not missing, f"no type-checked example implements {sorted(missing)}"
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\nstrict = True\nplugins = pydantic.mypy\n", encoding="utf-8")
+    files = sorted(str(path) for path in tmp_path.glob("*.py"))
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(config), "--no-incremental", *files],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, "mypy --strict rejects docs examples:\n" + done.stdout[-4000:]
 
 
 # ---------------------------------------------------------------------- navigation

@@ -1,10 +1,9 @@
 """The plugin contract: every hook TokenGate calls, with its guarantees.
 
-The hooks are the methods of :class:`HookSpecs`. Hooks are called when an operation is
-decorated or when plugins change — never per call. What they return (policies, extensions)
-is then called directly on the hot path. Plugin authors subclass the public
-``tokengate.core.plugin.Plugin`` (this class under its public name) so that mypy checks every
-hook they override against the signature here.
+The hooks are the methods of :class:`Plugin` (public as ``tokengate.core.plugin.Plugin``).
+Hooks are called when an operation is decorated or when plugins change — never per call. What
+they return (policies, extensions) is then called directly on the hot path. Plugin authors
+subclass ``Plugin`` so that mypy checks every hook they override against the signature here.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from ._policies import DigestPolicyRegistry, HashPolicyRegistry, TagRegistry
     from ._token import TaskToken
 
-__all__ = ("HOOK_NAMES", "PROJECT", "HookSpecs", "hookimpl", "hookspec")
+__all__ = ("HOOK_NAMES", "PROJECT", "HookSpecs", "Plugin", "hookimpl", "hookspec")
 
 PROJECT = "tokengate"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -36,13 +35,21 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 """
 
 
-class HookSpecs:
-    """Every hook TokenGate calls. Subclass it (as ``tokengate.core.plugin.Plugin``) and
-    override the hooks you implement, each marked ``@hookimpl``; the methods you leave alone
-    are not registered.
+class Plugin:
+    """The typed base class of a plugin: its methods are the hooks TokenGate calls.
+
+    Subclass it and override the hooks you implement, keeping their parameters (names and
+    types) and return types, each marked ``@hookimpl``; ``mypy --strict`` reports an override
+    whose types differ from the hook's, and registration reports one whose parameter names
+    differ. The methods you leave alone are not registered, so a subclass costs nothing for
+    them. Decorate each override with ``typing_extensions.override`` too, and mypy also
+    reports a misspelled hook name. Register an instance with
+    ``plugin_manager().register(MyPlugin(), name="my-plugin")``, or name one in a
+    ``tokengate`` entry point.
 
     The methods here do nothing: they are the specifications (names, parameters, return
-    types and guarantees). An implementation may take a subset of a hook's parameters.
+    types and guarantees). A plugin that is a module (or any other object) may implement a
+    hook with a subset of its parameters.
     """
 
     @hookspec(firstresult=True)
@@ -149,7 +156,10 @@ class HookSpecs:
         """A coordinator stopped; every one of its tokens is terminal."""
 
 
+HookSpecs = Plugin
+"""The hook specifications (the same class as :class:`Plugin`)."""
+
 HOOK_NAMES: Final[frozenset[str]] = frozenset(
-    name for name in vars(HookSpecs) if name.startswith("tokengate_")
+    name for name in vars(Plugin) if name.startswith("tokengate_")
 )
 """The name of every hook."""

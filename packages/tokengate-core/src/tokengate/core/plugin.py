@@ -2,14 +2,7 @@
 
 Write a plugin as a subclass of :class:`Plugin` and mark each hook you implement with
 ``@hookimpl``; mypy (``--strict``) then checks every override against the hook's signature,
-and registration checks the rest::
-
-    from tokengate.core.plugin import Plugin, Weight, hookimpl
-
-    class Classifier(Plugin):
-        @hookimpl
-        def tokengate_classify_weight(self, operation_type, func, tags) -> Weight | None:
-            return Weight.HEAVY if operation_type.startswith("render") else None
+and registration checks the rest (see ``docs/plugins.md``).
 
 A module with ``@hookimpl`` functions named like the hooks works too (the entry-point way);
 check such a module with :func:`check_plugin` in its tests. ``PluginHost.register`` rejects a
@@ -33,7 +26,7 @@ from ._extensions import OperationInfo as OperationInfo
 from ._extensions import RoutingPolicy as RoutingPolicy
 from ._extensions import TokenExtension as TokenExtension
 from ._hookspecs import HOOK_NAMES as HOOK_NAMES
-from ._hookspecs import HookSpecs
+from ._hookspecs import Plugin as Plugin
 from ._hookspecs import hookimpl as hookimpl
 from ._plugins import HOOK_PARAMETERS as HOOK_PARAMETERS
 from ._plugins import PluginHost as PluginHost
@@ -76,15 +69,3 @@ __all__ = (
     "hookimpl",
     "plugin_manager",
 )
-
-
-class Plugin(HookSpecs):
-    """The typed base class of a plugin: its methods are the hooks.
-
-    Override the hooks you implement, keeping their parameters (names and types) and return
-    types, and mark each with ``@hookimpl``; ``mypy --strict`` reports an override whose
-    signature differs from the hook's. Hooks you do not override are not registered, so a
-    subclass costs nothing for the hooks it leaves alone. Register an instance with
-    ``plugin_manager().register(MyPlugin(), name="my-plugin")``, or name the instance in a
-    ``tokengate`` entry point.
-    """
