@@ -1,35 +1,53 @@
 """Process domains, measured (reports only; asserts nothing).
 
-1. Round-trip overhead of a no-op process-domain token (``token.get()``) against
-   ``ProcessPoolExecutor(max_workers=1).submit(...).result()`` in the same process: median
-   microseconds per call, sequential (one call at a time) and batched (submit N, then wait).
-2. Throughput on CPU-heavy bodies (a pure-Python loop of several milliseconds), half HEAVY
-   (core 1) and half MEDIUM (core 2) on a 2-core coordinator: process domains against thread
-   domains. SPEC target: at least 1.8x on 2 cores.
+1. No-op burst: 10,000 process-domain tokens submitted at once and awaited with
+   ``asyncio.gather``; microseconds per token, amortised (median of the repeats).
+2. Seed workload (four operations round-robin, the first ``--waves`` waves) on the process
+   executor end to end, against the one-thread loop over the same bodies and against
+   ``ProcessPoolExecutor(2)`` with ``submit`` + ``asyncio.wrap_future``; the three sides
+   alternate wave by wave in this one process. End to end = tokens / Σ(submit + gather).
+3. CPU-heavy bodies (a pure-Python loop of several milliseconds), half HEAVY (core 1) and
+   half MEDIUM (core 2) on a 2-core coordinator: process domains against thread domains.
+4. A 100 MB numpy array sent to a worker process and back: the process pool (protocol-5
+   out-of-band buffers, received straight into place) against ``ProcessPoolExecutor`` (the
+   array copied into and out of pickles): time and the parent's peak of extra memory.
 
 Run from the repository root::
 
-    .venv/bin/python tests/benchmarks/bench_process.py [--calls 400] [--repeats 7]
+    .venv/bin/python tests/benchmarks/bench_process.py [--waves 12] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import os
 import statistics
+import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
+import numpy as np
+
 from tokengate.core import OperationsCoordinator, TaskToken, task_token_guard
+from tokengate.core._procpool import Call, Outcome, ProcPool, function_ref
+from tokengate.core.cli import _workload as workload
 
 FREE = {"hash_policy": "none"}
 
 
 def noop() -> None:
     """The empty body."""
+
+
+def echo(value: object) -> object:
+    """``value`` back."""
+    return value
 
 
 def crunch(n: int) -> int:
@@ -41,13 +59,13 @@ def crunch(n: int) -> int:
 
 
 noop_process = task_token_guard(
-    "bench_noop_process", tags={**FREE, "process_pool": True, "weight": "heavy"}
+    "bench_noop_process", tags={**FREE, "executor": "process", "weight": "medium"}
 )(noop)
 crunch_heavy_process = task_token_guard(
-    "bench_crunch_heavy_process", tags={**FREE, "process_pool": True, "weight": "heavy"}
+    "bench_crunch_heavy_process", tags={**FREE, "executor": "process", "weight": "heavy"}
 )(crunch)
 crunch_medium_process = task_token_guard(
-    "bench_crunch_medium_process", tags={**FREE, "process_pool": True, "weight": "medium"}
+    "bench_crunch_medium_process", tags={**FREE, "executor": "process", "weight": "medium"}
 )(crunch)
 crunch_heavy_thread = task_token_guard(
     "bench_crunch_heavy_thread", tags={**FREE, "weight": "heavy"}
@@ -56,63 +74,95 @@ crunch_medium_thread = task_token_guard(
     "bench_crunch_medium_thread", tags={**FREE, "weight": "medium"}
 )(crunch)
 
-
-def _per_call_us(elapsed: float, calls: int) -> float:
-    return elapsed / calls * 1e6
-
-
-def _time_sequential_tokens(calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        noop_process().get()
-    return _per_call_us(time.perf_counter() - start, calls)
+#: The seed workload's operations on the process executor (same bodies, same weights).
+SEED_PROCESS = tuple(
+    task_token_guard(f"bench_{op.name}_process", tags={"weight": op.weight, "executor": "process"})(
+        op.body
+    )
+    for op in workload.OPERATIONS
+)
 
 
-def _time_batched_tokens(calls: int) -> float:
-    start = time.perf_counter()
-    tokens = [noop_process() for _ in range(calls)]
-    for token in tokens:
-        token.get()
-    return _per_call_us(time.perf_counter() - start, calls)
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
-def _time_sequential_pool(pool: ProcessPoolExecutor, calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        pool.submit(noop).result()
-    return _per_call_us(time.perf_counter() - start, calls)
+# --------------------------------------------------------------------------- 1. no-op burst
+async def _gather(tokens: list[TaskToken[Any]]) -> list[Any]:
+    return await asyncio.gather(*tokens)
 
 
-def _time_batched_pool(pool: ProcessPoolExecutor, calls: int) -> float:
-    start = time.perf_counter()
-    futures = [pool.submit(noop) for _ in range(calls)]
-    for future in futures:
-        future.result()
-    return _per_call_us(time.perf_counter() - start, calls)
-
-
-def measure_round_trips(calls: int, repeats: int) -> dict[str, float]:
-    """Median µs per no-op call for each (executor, mode), alternating the two executors."""
-    samples: dict[str, list[float]] = {
-        "tokengate sequential": [],
-        "pool sequential": [],
-        "tokengate batched": [],
-        "pool batched": [],
-    }
-    with (
-        OperationsCoordinator(cores=2, workers_per_core=4),
-        ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool,
-    ):
-        noop_process().get()  # start the worker processes before timing
-        pool.submit(noop).result()
+def measure_noop_burst(count: int, repeats: int, settings: dict[str, Any]) -> float:
+    """Median µs per no-op process token in a burst of ``count`` awaited with gather."""
+    samples = []
+    with OperationsCoordinator(**settings):
+        asyncio.run(_gather([noop_process() for _ in range(64)]))  # start the processes
         for _ in range(repeats):
-            samples["tokengate sequential"].append(_time_sequential_tokens(calls))
-            samples["pool sequential"].append(_time_sequential_pool(pool, calls))
-            samples["pool batched"].append(_time_batched_pool(pool, calls))
-            samples["tokengate batched"].append(_time_batched_tokens(calls))
-    return {name: statistics.median(values) for name, values in samples.items()}
+            gc.collect()
+            start = time.perf_counter()
+            asyncio.run(_gather([noop_process() for _ in range(count)]))
+            samples.append((time.perf_counter() - start) / count * 1e6)
+    return statistics.median(samples)
 
 
+# --------------------------------------------------------------------------- 2. seed workload
+def _wave_calls(size: int) -> list[workload.Call]:
+    return workload.calls_for_wave(size)
+
+
+async def _tokengate_wave(calls: list[workload.Call]) -> float:
+    start = time.perf_counter()
+    index = {op.name: i for i, op in enumerate(workload.OPERATIONS)}
+    tokens = [SEED_PROCESS[index[c.operation.name]](*c.args) for c in calls]
+    await asyncio.gather(*tokens)
+    return time.perf_counter() - start
+
+
+def _loop_wave(calls: list[workload.Call]) -> float:
+    start = time.perf_counter()
+    for c in calls:
+        c.operation.body(*c.args)
+    return time.perf_counter() - start
+
+
+async def _pool_wave(pool: ProcessPoolExecutor, calls: list[workload.Call]) -> float:
+    start = time.perf_counter()
+    futures = [asyncio.wrap_future(pool.submit(c.operation.body, *c.args)) for c in calls]
+    await asyncio.gather(*futures)
+    return time.perf_counter() - start
+
+
+def measure_seed(waves: int, settings: dict[str, Any]) -> dict[str, float]:
+    """End-to-end tokens/s of the three sides over the first ``waves`` waves, alternating."""
+    sizes = workload.wave_sizes(waves)
+    totals = {"tokengate": 0.0, "loop": 0.0, "pool": 0.0}
+    with (
+        OperationsCoordinator(**settings),
+        ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool,
+    ):
+        warm = _wave_calls(workload.WARMUP_TOKENS)
+        asyncio.run(_tokengate_wave(warm))
+        asyncio.run(_pool_wave(pool, warm))
+        _loop_wave(warm)
+        for n, size in enumerate(sizes):
+            calls = _wave_calls(size)
+            order = ["tokengate", "loop", "pool"]
+            order = order[n % 3 :] + order[: n % 3]
+            for side in order:
+                gc.collect()
+                if side == "tokengate":
+                    totals[side] += asyncio.run(_tokengate_wave(calls))
+                elif side == "loop":
+                    totals[side] += _loop_wave(calls)
+                else:
+                    totals[side] += asyncio.run(_pool_wave(pool, calls))
+                time.sleep(workload.WAVE_PAUSE)
+    tokens = sum(sizes)
+    return {side: tokens / elapsed for side, elapsed in totals.items()}
+
+
+# --------------------------------------------------------------------------- 3. CPU-heavy
 def _body_ms(n: int) -> float:
     """The fastest of five runs of ``crunch(n)``, in ms (the least disturbed by other load)."""
     best = float("inf")
@@ -160,47 +210,118 @@ def measure_cpu_throughput(n: int, count: int, repeats: int) -> dict[str, float]
     }
 
 
+# --------------------------------------------------------------------------- 4. big arrays
+def _pool_round_trip(
+    pool: ProcPool, done: list[Outcome], event: threading.Event, array: Any
+) -> Any:
+    event.clear()
+    done.clear()
+    pool.submit([Call(function_ref(echo, "echo"), (array,), {})])
+    event.wait(120)
+    return done[0][2]
+
+
+def measure_array(megabytes: int, repeats: int) -> dict[str, float]:
+    """Round trip of a ``megabytes`` MB float64 array: seconds and the parent's peak of extra
+    traced memory, for the process pool and for ``ProcessPoolExecutor``."""
+    array = np.random.default_rng(1).random(megabytes * 2**20 // 8)
+    done: list[Outcome] = []
+    event = threading.Event()
+
+    def collect(outcomes: list[Outcome]) -> None:
+        done.extend(outcomes)
+        event.set()
+
+    pool = ProcPool("bench-array", collect)
+    results: dict[str, list[float]] = {
+        "pool s": [],
+        "pool peak MB": [],
+        "ppe s": [],
+        "ppe peak MB": [],
+    }
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as ppe:
+            _pool_round_trip(pool, done, event, np.zeros(8))
+            ppe.submit(echo, np.zeros(8)).result()
+            for _ in range(repeats):
+                for side in ("pool", "ppe"):
+                    gc.collect()
+                    tracemalloc.start()
+                    start = time.perf_counter()
+                    if side == "pool":
+                        back = _pool_round_trip(pool, done, event, array)
+                    else:
+                        back = ppe.submit(echo, array).result()
+                    elapsed = time.perf_counter() - start
+                    _, peak = tracemalloc.get_traced_memory()
+                    tracemalloc.stop()
+                    assert np.array_equal(back, array)
+                    del back
+                    results[f"{side} s"].append(elapsed)
+                    results[f"{side} peak MB"].append(peak / 2**20)
+    finally:
+        pool.shutdown(10)
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, default=400, help="no-op calls per sample")
-    parser.add_argument("--repeats", type=int, default=7, help="samples per figure (median)")
+    parser.add_argument("--burst", type=int, default=10_000, help="no-op tokens per burst")
+    parser.add_argument("--repeats", type=int, default=5, help="samples per figure (median)")
+    parser.add_argument("--waves", type=int, default=12, help="seed workload waves (1..15)")
+    parser.add_argument("--cores", type=int, default=2, help="core domains of the coordinator")
+    parser.add_argument(
+        "--processes-per-core", type=int, default=2, help="worker processes per core domain"
+    )
     parser.add_argument("--body-ms", type=float, default=8.0, help="CPU body length (>= 5)")
     parser.add_argument("--tokens", type=int, default=80, help="CPU-heavy tokens per sample")
+    parser.add_argument("--array-mb", type=int, default=100, help="array size for section 4")
+    parser.add_argument(
+        "--only", choices=("burst", "seed", "cpu", "array"), help="run one section only"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run both measurements, print medians and ratios, and return them."""
+    """Run the measurements, print medians and ratios, and return them."""
     args = _parse(argv)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(
-        f"bench_process: {cpus} CPUs available, spawn start method, load average {load:.2f} "
-        "(other load on the machine lowers the process/thread ratio)"
-    )
-
-    trips = measure_round_trips(args.calls, args.repeats)
-    print(f"\n1. no-op round trip, median µs per call ({args.calls} calls x {args.repeats})")
-    for mode in ("sequential", "batched"):
-        ours, theirs = trips[f"tokengate {mode}"], trips[f"pool {mode}"]
+    settings = {"cores": args.cores, "processes_per_core": args.processes_per_core}
+    print(f"bench_process: {cpus} CPUs, spawn start method, {_load()}; coordinator {settings}")
+    out: dict[str, Any] = {}
+    if args.only in (None, "burst"):
+        per_token = measure_noop_burst(args.burst, args.repeats, settings)
+        out["noop_us"] = per_token
+        print(f"\n1. no-op burst of {args.burst} process tokens (gather): {per_token:.1f} µs/token")
+    if args.only in (None, "seed"):
+        seed = measure_seed(args.waves, settings)
+        out.update({f"seed {k} tokens/s": v for k, v in seed.items()})
+        print(f"\n2. seed workload, {args.waves} waves, end to end ({_load()})")
+        for side in ("tokengate", "loop", "pool"):
+            print(f"   {side:<10} {seed[side]:9.0f} tokens/s")
         print(
-            f"   {mode:<10}  process-domain token {ours:8.1f} µs   "
-            f"ProcessPoolExecutor(1) {theirs:8.1f} µs   "
-            f"pool/token {theirs / ours:5.2f}x"
+            f"   process executor / loop {seed['tokengate'] / seed['loop']:5.2f}x   "
+            f"/ ProcessPoolExecutor(2) {seed['tokengate'] / seed['pool']:5.2f}x"
         )
-
-    n = calibrate(args.body_ms)
-    body_ms = _body_ms(n)
-    cpu = measure_cpu_throughput(n, args.tokens, max(3, args.repeats // 2))
-    ratio = cpu["processes tokens/s"] / cpu["threads tokens/s"]
-    print(
-        f"\n2. CPU-heavy bodies (~{body_ms:.1f} ms each, {args.tokens} tokens, half HEAVY / half "
-        "MEDIUM, cores=2)"
-    )
-    print(f"   thread domains   {cpu['threads tokens/s']:8.1f} tokens/s")
-    print(f"   process domains  {cpu['processes tokens/s']:8.1f} tokens/s")
-    print(f"   processes/threads {ratio:5.2f}x   (SPEC target >= 1.8x on 2 cores)")
-    return {**trips, **cpu, "body_ms": body_ms, "process_vs_thread": ratio}
+    if args.only in (None, "cpu"):
+        n = calibrate(args.body_ms)
+        body_ms = _body_ms(n)
+        cpu = measure_cpu_throughput(n, args.tokens, max(3, args.repeats))
+        ratio = cpu["processes tokens/s"] / cpu["threads tokens/s"]
+        out.update(cpu)
+        out["process_vs_thread"] = ratio
+        print(f"\n3. CPU-heavy bodies (~{body_ms:.1f} ms each, {args.tokens} tokens, cores=2)")
+        print(f"   thread domains   {cpu['threads tokens/s']:8.1f} tokens/s")
+        print(f"   process domains  {cpu['processes tokens/s']:8.1f} tokens/s")
+        print(f"   processes/threads {ratio:5.2f}x")
+    if args.only in (None, "array"):
+        arr = measure_array(args.array_mb, max(3, args.repeats // 2))
+        out.update({f"array {k}": v for k, v in arr.items()})
+        print(f"\n4. {args.array_mb} MB array round trip (median)")
+        for label, side in (("process pool", "pool"), ("ProcessPoolExecutor", "ppe")):
+            seconds, peak = arr[f"{side} s"], arr[f"{side} peak MB"]
+            print(f"   {label:<21} {seconds:6.3f} s   peak extra {peak:7.1f} MB")
+    return out
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ SKIPPED = 2
 #: Index of the shared counters.
 STARTED = 0
 FINISHED = 1
+START_NS = 2
+#: How many shared counters a worker process writes.
+COUNTERS = 3
 
 
 class WorkerSettings:
@@ -251,6 +254,7 @@ class _Worker:
                 send_results([(index, SKIPPED, None, None, 0.0, 0.0)])
                 continue
             func = functions.get(fn_id)
+            counters[START_NS] = time.monotonic_ns()
             counters[STARTED] = index
             if func is None or isinstance(func, BaseException):
                 outcome = (index, ERR, _load_error(fn_id, func), None, 0.0, 0.0)

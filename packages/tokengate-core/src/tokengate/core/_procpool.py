@@ -44,9 +44,11 @@ from typing import Any
 
 from ._errors import ProcessDomainError
 from ._process_worker import (
+    COUNTERS,
     ERR,
     FINISHED,
     SKIPPED,
+    START_NS,
     STARTED,
     WorkerSettings,
     resolve_function,
@@ -438,11 +440,20 @@ class ProcPool:
         return None if proc is None else proc.process.pid
 
     # ------------------------------------------------------------------ sending
-    def _window(self) -> int:
+    def _window(self, proc: _Proc) -> int:
+        """How many calls may be in flight: about :data:`QUEUE_SECONDS` of measured work, and
+        only the running one while nothing is measured yet or while the running body has
+        taken longer than that (so calls behind a long body wait here, not yet started)."""
         mean = self._mean_body
         if mean is None:
-            return min(self._window_cap, max(2, self._batch_size // 4))
-        return min(self._window_cap, max(2, int(QUEUE_SECONDS / max(mean, 1e-6))))
+            return 1
+        counters = proc.counters
+        if (
+            counters[STARTED] > counters[FINISHED]
+            and time.monotonic_ns() - counters[START_NS] > QUEUE_SECONDS * 1e9
+        ):
+            return 1
+        return min(self._window_cap, max(1, int(QUEUE_SECONDS / max(mean, 1e-6))))
 
     def _pump(self) -> None:
         """Send queued calls while the worker has room; one sender at a time (whoever
@@ -458,7 +469,7 @@ class ProcPool:
                     or not self._pending
                 ):
                     return
-                room = self._window() - len(self._inflight)
+                room = self._window(proc) - len(self._inflight)
                 if room <= 0:
                     return
                 self._sending = True
@@ -592,7 +603,7 @@ class ProcPool:
 
     def _spawn(self) -> _Proc:
         parent_end, child_end = self._context.Pipe(duplex=True)
-        counters = self._context.RawArray("q", 2)
+        counters = self._context.RawArray("q", COUNTERS)
         process = self._context.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(child_end, counters, self._settings),
