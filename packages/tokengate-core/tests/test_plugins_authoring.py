@@ -243,6 +243,15 @@ def test_a_tag_whose_plugin_left_fails_the_next_calls(
 # ------------------------------------------------------------------ environment switches
 _BROKEN_SITE_FILES = {
     "author_broken_plugin.py": "raise ImportError('broken on purpose')\n",
+    "author_handlers_plugin.py": textwrap.dedent(
+        """
+        from tokengate.core.plugin import hookimpl
+
+        @hookimpl
+        def tokengate_register_hash_handlers(registry):
+            registry.register_lazy("author_handlers_plugin.Box", lambda box: ("Box",))
+        """
+    ),
     "author_good_plugin.py": textwrap.dedent(
         """
         from tokengate.core.plugin import hookimpl
@@ -265,6 +274,7 @@ def _site(tmp_path: Path) -> str:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: author-dist\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(
         "[tokengate]\nbroken = author_broken_plugin\ngood = author_good_plugin\n"
+        "handlers = author_handlers_plugin\n"
     )
     return os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
 
@@ -305,6 +315,11 @@ def test_an_entry_point_that_fails_warns_and_logs(tmp_path: Path) -> None:
     assert "ImportError('broken on purpose')" in warned[0]
     assert "TOKENGATE_STRICT_PLUGINS=1" in warned[0]
     assert any("broken on purpose" in m for m in result["logged"])
+    assert (
+        "plugin 'handlers' registers fingerprint handlers but its distribution declares no "
+        "'tokengate.hash_handlers' entry point: fingerprints made before the plugin host is "
+        "first used differ from later ones; declare the same function in that group"
+    ) in result["logged"]
 
 
 def test_strict_plugins_make_it_an_error(tmp_path: Path) -> None:
@@ -474,3 +489,108 @@ def test_the_pytest_plugin_fixtures_in_a_user_project(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert "2 passed" in done.stdout
+
+
+# ------------------------------------------------------------------ the type checker's part
+_MYPY_PROBE = """
+from __future__ import annotations
+
+from typing_extensions import override
+
+from tokengate.core import task_token_guard
+from tokengate.core.plugin import OperationInfo, Plugin, Weight, hookimpl
+
+
+class WrongReturn(Plugin):
+    @hookimpl
+    def tokengate_routing_policy(self, operation: OperationInfo) -> str:
+        return "core 2"
+
+
+class WrongParameterType(Plugin):
+    @hookimpl
+    def tokengate_classify_weight(self, operation_type: int, func: object, tags: object) -> Weight:
+        return Weight.HEAVY
+
+
+class Misspelled(Plugin):
+    @override
+    @hookimpl
+    def tokengate_clasify_weight(self, operation_type: str) -> Weight | None:
+        return None
+
+
+@task_token_guard("probe.double")
+def double(x: int) -> int:
+    return 2 * x
+
+
+body: int = double.__wrapped__(2)
+wrong: str = double.__wrapped__(2)
+token_result: int = double(3).get()
+"""
+
+
+def test_mypy_reports_wrong_overrides_and_types_wrapped(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(_MYPY_PROBE)
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\nstrict = True\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(config),
+            "--no-incremental",
+            "probe.py",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    errors = sorted(
+        (int(line.split(":")[1]), line.rsplit("[", 1)[-1].rstrip("]"))
+        for line in done.stdout.splitlines()
+        if ": error:" in line
+    )
+    lines = _MYPY_PROBE.splitlines()
+
+    def line_of(text: str) -> int:
+        return next(i for i, line in enumerate(lines, 1) if text in line)
+
+    assert errors == [
+        (line_of("-> str:"), "override"),
+        (line_of("operation_type: int"), "override"),
+        (line_of("def tokengate_clasify_weight"), "misc"),
+        (line_of("wrong: str"), "assignment"),
+    ], done.stdout
+
+
+# ------------------------------------------------------------------ lifecycle failures
+def test_a_failing_lifecycle_hook_names_plugin_and_hook(
+    tokengate_coordinator: OperationsCoordinator, tokengate_plugin: PluginRegistrar
+) -> None:
+    class Exploding(Plugin):
+        @hookimpl
+        def tokengate_token_started(self, token: Any) -> None:
+            if token.operation_type == "author.lifecycle":
+                raise RuntimeError("started hook exploded")
+
+    tokengate_plugin(Exploding(), "author-exploding")
+
+    @guard("author.lifecycle")
+    def body() -> int:
+        return 1
+
+    token = body()
+    error = token.exception(WAIT)
+    assert token.state is TokenState.FAILED
+    assert isinstance(error, PluginError)
+    assert (
+        f"plugin 'author-exploding' failed in tokengate_token_started for {token.token_id}: "
+        "RuntimeError('started hook exploded')" in str(error)
+    )

@@ -732,25 +732,42 @@ class PluginHost:
         The implementations are resolved now, in pluggy's call order, so a notification per
         token costs plain function calls and no pluggy dispatch. Only hook wrappers, which
         need pluggy's machinery, make it fall back to the pluggy caller. As with pluggy, the
-        first exception stops the notification and propagates.
+        first exception stops the notification; it propagates as a ``PluginError`` naming
+        the plugin, the hook and the token.
         """
         impls = caller.get_hookimpls()
         if not impls:
             return None
+        hook = caller.name
         if any(impl.hookwrapper or impl.wrapper for impl in impls):
+            names = ", ".join(sorted({impl.plugin_name for impl in impls}))
 
             def through_pluggy(*, token: object) -> None:
-                caller(token=token)
+                try:
+                    caller(token=token)
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin {names} failed in {hook} for {getattr(token, 'token_id', token)}"
+                        f": {exc!r}"
+                    ) from exc
 
             return through_pluggy
-        calls = tuple((impl.function, bool(impl.argnames)) for impl in reversed(impls))
+        calls = tuple(
+            (impl.function, bool(impl.argnames), impl.plugin_name) for impl in reversed(impls)
+        )
 
         def notify(*, token: object) -> None:
-            for function, wants_token in calls:
-                if wants_token:
-                    function(token)
-                else:
-                    function()
+            for function, wants_token, plugin in calls:
+                try:
+                    if wants_token:
+                        function(token)
+                    else:
+                        function()
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin {plugin!r} failed in {hook} for "
+                        f"{getattr(token, 'token_id', token)}: {exc!r}"
+                    ) from exc
 
         return notify
 
