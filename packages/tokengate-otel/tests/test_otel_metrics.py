@@ -234,6 +234,8 @@ def test_metrics_off_traces_only(otel_sdk: Otel, coordinator: OperationsCoordina
         ({"traces": "yes"}, TypeError, "True or False"),
         ({"traces": False, "metrics": False}, ValueError, "would record nothing"),
         ({"tracer": None}, TypeError, "unknown option(s) tracer"),
+        ({"max_histogram_rate": 0}, ValueError, "positive rate"),
+        ({"max_histogram_rate": "fast"}, TypeError, "a number or None"),
     ],
 )
 def test_bad_options_are_rejected_and_nothing_is_instrumented(
@@ -243,3 +245,51 @@ def test_bad_options_are_rejected_and_nothing_is_instrumented(
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         instrumentor.instrument(skip_dep_check=True, **options)
     assert not instrumentor.is_instrumented_by_opentelemetry
+
+
+def test_histograms_sample_fast_operations_and_the_counter_stays_exact(
+    otel_sdk: Otel, coordinator: OperationsCoordinator
+) -> None:
+    TokenGateInstrumentor().instrument(
+        meter_provider=otel_sdk.meter_provider,
+        traces=False,
+        max_histogram_rate=20,
+        skip_dep_check=True,
+    )
+
+    @task_token_guard("sampled_fast")
+    def fast(i: int) -> int:
+        return i
+
+    total = 3000
+    tokens = [fast(i) for i in range(total)]
+    for token in tokens:
+        token.get(timeout=WAIT)
+    assert tokens_by(otel_sdk, "operation") == Counter({("sampled_fast",): total})
+    (run,) = otel_sdk.points("tokengate.token.run.duration")
+    (queue,) = otel_sdk.points("tokengate.token.queue.duration")
+    # the first window of 128 tokens is recorded whole; far fewer of the rest, far more
+    # than a handful: a sample, not a cut-off
+    assert 128 <= run.count < total // 2
+    assert queue.count == run.count
+    assert run.sum > 0
+
+
+def test_histograms_record_every_token_without_a_rate_limit(
+    otel_sdk: Otel, coordinator: OperationsCoordinator
+) -> None:
+    TokenGateInstrumentor().instrument(
+        meter_provider=otel_sdk.meter_provider,
+        traces=False,
+        max_histogram_rate=None,
+        skip_dep_check=True,
+    )
+
+    @task_token_guard("sampled_never")
+    def fast(i: int) -> int:
+        return i
+
+    for token in [fast(i) for i in range(1000)]:
+        token.get(timeout=WAIT)
+    (run,) = otel_sdk.points("tokengate.token.run.duration")
+    assert run.count == 1000

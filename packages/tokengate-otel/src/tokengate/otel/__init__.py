@@ -7,6 +7,7 @@ bounded attributes; :func:`serve_prometheus` serves those metrics on ``/metrics`
 
 from __future__ import annotations
 
+from ._instrumentor import DEFAULT_MAX_HISTOGRAM_RATE as DEFAULT_MAX_HISTOGRAM_RATE
 from ._instrumentor import DEFAULT_MAX_OPERATIONS as DEFAULT_MAX_OPERATIONS
 from ._instrumentor import TokenGateInstrumentor as TokenGateInstrumentor
 from ._overhead import OverheadReport as OverheadReport
@@ -15,6 +16,7 @@ from ._prometheus import PrometheusEndpoint as PrometheusEndpoint
 from ._prometheus import serve_prometheus as serve_prometheus
 
 __all__ = (
+    "DEFAULT_MAX_HISTOGRAM_RATE",
     "DEFAULT_MAX_OPERATIONS",
     "OverheadReport",
     "PrometheusEndpoint",

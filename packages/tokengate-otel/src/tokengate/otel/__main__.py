@@ -19,11 +19,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds")
     parser.add_argument("--cores", type=int, default=None, help="core domains")
     parser.add_argument("--workers-per-core", type=int, default=4, help="workers per domain")
+    parser.add_argument(
+        "--exact-histograms",
+        action="store_true",
+        help="record every token in the duration histograms (no sampling)",
+    )
     args = parser.parse_args(argv)
     if args.tokens < 1 or args.rounds < 1:
         parser.error("--tokens and --rounds must be at least 1")
     report = measure_overhead(
-        args.tokens, args.rounds, cores=args.cores, workers_per_core=args.workers_per_core
+        args.tokens,
+        args.rounds,
+        cores=args.cores,
+        workers_per_core=args.workers_per_core,
+        **({"max_histogram_rate": None} if args.exact_histograms else {}),
     )
     print(report.summary())
     return 0

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -55,6 +57,10 @@ _FAILED = TokenState.FAILED
 _KILLED = TokenState.KILLED
 _TIMEOUT = TokenState.TIMEOUT
 _ROOT = Context()
+_random = random.random
+_perf = time.perf_counter
+#: Tokens between two estimates of an operation's rate (for histogram sampling).
+_RATE_WINDOW = 128
 _PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
@@ -82,7 +88,14 @@ def error_type(exc: BaseException) -> str:
 
 class MetricsExtension(TokenExtension):
     """Counts an operation's tokens at their terminal move: one counter cell under a short
-    lock and, for tokens that ran, the queue and run durations. Nothing else per token."""
+    lock and, for tokens that ran, the queue and run durations. Nothing else per token.
+
+    The duration histograms record every token while the operation finishes fewer than
+    ``max_histogram_rate`` tokens per second; above that rate they record a uniform random
+    sample of about that many tokens per second (the counter stays exact). The rate is
+    re-estimated every 128 tokens, so the cost of the histograms stays bounded however fast
+    tokens go.
+    """
 
     def __init__(
         self, telemetry: Telemetry, series: OperationSeries, operation: OperationInfo
@@ -96,6 +109,11 @@ class MetricsExtension(TokenExtension):
         self._metrics = instruments is not None
         self._record_queue = instruments.queue_duration.record if instruments else None
         self._record_run = instruments.run_duration.record if instruments else None
+        self._max_rate = telemetry.max_histogram_rate
+        #: Probability that a token is recorded in the histograms (1.0: every token).
+        self._sample = 1.0
+        self._window_count = 0
+        self._window_start = _perf()
         #: (coordinator, executor name), replaced as one tuple.
         self._bound: tuple[OperationsCoordinator | None, str] = (None, "")
 
@@ -104,6 +122,17 @@ class MetricsExtension(TokenExtension):
         self._bound = bound
         self._telemetry.see_coordinator(coordinator)
         return bound
+
+    def _retune(self) -> None:
+        """Re-estimate the operation's rate and the histogram sampling probability (racy
+        updates from several workers only blur the estimate)."""
+        now = _perf()
+        elapsed = now - self._window_start
+        rate = self._window_count / elapsed if elapsed > 0 else float("inf")
+        self._window_count = 0
+        self._window_start = now
+        limit = self._max_rate
+        self._sample = 1.0 if limit is None or rate <= limit else limit / rate
 
     def on_terminal(self, token: TaskToken[Any]) -> None:
         if not self._metrics or not self._telemetry.enabled:
@@ -117,12 +146,20 @@ class MetricsExtension(TokenExtension):
             counts = series.finished
             counts[key] = counts.get(key, 0) + 1
         started = token.started_at
-        if started is not None and self._record_queue is not None:
-            attributes = self._hist_attributes
-            self._record_queue(max(0.0, started - token.created_at), attributes)
-            finished = token.finished_at
-            if finished is not None and self._record_run is not None:
-                self._record_run(max(0.0, finished - started), attributes)
+        if started is None or self._record_queue is None or self._record_run is None:
+            return
+        count = self._window_count = self._window_count + 1
+        if count >= _RATE_WINDOW and self._max_rate is not None:
+            self._retune()
+        sample = self._sample
+        if sample < 1.0 and _random() >= sample:
+            return
+        attributes = self._hist_attributes
+        # an empty context: no exemplar work per record
+        self._record_queue(max(0.0, started - token.created_at), attributes, _ROOT)
+        finished = token.finished_at
+        if finished is not None:
+            self._record_run(max(0.0, finished - started), attributes, _ROOT)
 
     def __repr__(self) -> str:
         return f"<tokengate.otel metrics extension operation={self._label!r}>"

@@ -21,14 +21,26 @@ from ._names import METER_NAME, TRACER_NAME
 from ._plugin import PLUGIN_NAME, InstrumentationPlugin
 from ._telemetry import Telemetry
 
-__all__ = ("DEFAULT_MAX_OPERATIONS", "TokenGateInstrumentor")
+__all__ = ("DEFAULT_MAX_HISTOGRAM_RATE", "DEFAULT_MAX_OPERATIONS", "TokenGateInstrumentor")
 
 _log = logging.getLogger("tokengate.otel")
 
 #: Distinct ``operation`` attribute values before the rest are reported as ``other``.
 DEFAULT_MAX_OPERATIONS = 100
 
-_OPTIONS = frozenset({"tracer_provider", "meter_provider", "traces", "metrics", "max_operations"})
+#: Tokens per second of one operation recorded in the duration histograms before sampling.
+DEFAULT_MAX_HISTOGRAM_RATE = 250.0
+
+_OPTIONS = frozenset(
+    {
+        "tracer_provider",
+        "meter_provider",
+        "traces",
+        "metrics",
+        "max_operations",
+        "max_histogram_rate",
+    }
+)
 
 
 def _version() -> str:
@@ -74,6 +86,7 @@ class TokenGateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         traces: bool = True,
         metrics: bool = True,
         max_operations: int = DEFAULT_MAX_OPERATIONS,
+        max_histogram_rate: float | None = DEFAULT_MAX_HISTOGRAM_RATE,
         **kwargs: Any,
     ) -> None:
         """Start tracing and measuring TokenGate tokens.
@@ -85,12 +98,17 @@ class TokenGateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             metrics: False for traces only.
             max_operations: distinct ``operation`` attribute values; the operations named
                 after these are reported as ``other``. At least 1.
+            max_histogram_rate: tokens per second of one operation recorded in the queue
+                and run duration histograms; above it they hold a uniform random sample of
+                about that many per second (``tokengate.tokens`` stays exact). None records
+                every token.
             **kwargs: the options of ``BaseInstrumentor.instrument`` (``skip_dep_check``,
                 ``raise_exception_on_conflict``).
 
         Raises:
             TypeError: an unknown option or a value of the wrong type.
-            ValueError: ``max_operations`` below 1, or both ``traces`` and ``metrics`` off.
+            ValueError: ``max_operations`` below 1, ``max_histogram_rate`` not positive, or
+                both ``traces`` and ``metrics`` off.
         """
         super().instrument(
             tracer_provider=tracer_provider,
@@ -98,6 +116,7 @@ class TokenGateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             traces=traces,
             metrics=metrics,
             max_operations=max_operations,
+            max_histogram_rate=max_histogram_rate,
             **kwargs,
         )
 
@@ -121,6 +140,18 @@ class TokenGateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 f"instrument(max_operations={max_operations}): at least 1 operation must be "
                 "reported by name"
             )
+        rate = kwargs.get("max_histogram_rate", DEFAULT_MAX_HISTOGRAM_RATE)
+        if rate is not None:
+            if not isinstance(rate, int | float) or isinstance(rate, bool):
+                raise TypeError(
+                    f"instrument(max_histogram_rate=...) takes a number or None, not {rate!r}"
+                )
+            if not rate > 0:
+                raise ValueError(
+                    f"instrument(max_histogram_rate={rate!r}): give a positive rate in tokens "
+                    "per second, or None to record every token"
+                )
+            rate = float(rate)
         if not traces and not want_metrics:
             raise ValueError(
                 "instrument(traces=False, metrics=False) would record nothing; leave one on "
@@ -137,7 +168,9 @@ class TokenGateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             if want_metrics
             else None
         )
-        telemetry = Telemetry(tracer=tracer, meter=meter, max_operations=max_operations)
+        telemetry = Telemetry(
+            tracer=tracer, meter=meter, max_operations=max_operations, max_histogram_rate=rate
+        )
         host = plugin_manager()
         if host.has_plugin(PLUGIN_NAME):
             host.unregister(name=PLUGIN_NAME)

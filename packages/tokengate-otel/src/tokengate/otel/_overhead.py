@@ -22,7 +22,7 @@ from typing import Any
 
 from tokengate.core import OperationsCoordinator, TaskToken, task_token_guard
 
-from ._instrumentor import TokenGateInstrumentor
+from ._instrumentor import DEFAULT_MAX_HISTOGRAM_RATE, TokenGateInstrumentor
 from ._names import METRIC_TOKENS
 
 __all__ = ("SIDES", "OverheadReport", "measure_overhead")
@@ -90,11 +90,16 @@ class OverheadReport:
 
     Attributes:
         tokens: tokens per side per round.
+        max_histogram_rate: the histogram sampling threshold the sides ran with.
         rounds: measured rounds.
         throughput: tokens per second of each side over all rounds.
         metrics_ratio: metrics-only throughput / uninstrumented throughput.
         traces_ratio: metrics-and-traces throughput / uninstrumented throughput.
         round_ratios: per round, (metrics ratio, metrics-and-traces ratio).
+        cpu_per_token: CPU seconds of this process (every thread) per token, by side: less
+            sensitive than throughput to other programs sharing the machine.
+        metrics_cpu_ratio: uninstrumented / metrics-only CPU per token.
+        traces_cpu_ratio: uninstrumented / metrics-and-traces CPU per token.
         load_before: the 1-minute load average when the measurement started.
         load_after: the 1-minute load average when it ended.
         spans: spans exported by the traced side (one per token that ran).
@@ -102,10 +107,14 @@ class OverheadReport:
 
     tokens: int
     rounds: int
+    max_histogram_rate: float | None
     throughput: dict[str, float]
     metrics_ratio: float
     traces_ratio: float
     round_ratios: tuple[tuple[float, float], ...] = field(default=())
+    cpu_per_token: dict[str, float] = field(default_factory=dict)
+    metrics_cpu_ratio: float = 0.0
+    traces_cpu_ratio: float = 0.0
     load_before: float = 0.0
     load_after: float = 0.0
     spans: int = 0
@@ -114,12 +123,27 @@ class OverheadReport:
         """A few human-readable lines."""
         lines = [
             f"seed workload, {self.tokens} tokens x {self.rounds} rounds per side "
-            f"(load {self.load_before:.2f} -> {self.load_after:.2f})",
+            f"(load {self.load_before:.2f} -> {self.load_after:.2f}; histograms: "
+            + (
+                "every token"
+                if self.max_histogram_rate is None
+                else f"sampled above {self.max_histogram_rate:g} tokens/s per operation"
+            )
+            + ")",
         ]
         for side in SIDES:
-            lines.append(f"  {side:<15} {self.throughput[side]:>10,.0f} tokens/s")
-        lines.append(f"  metrics only      {self.metrics_ratio:.3f}x uninstrumented")
-        lines.append(f"  metrics + traces  {self.traces_ratio:.3f}x uninstrumented")
+            cpu = self.cpu_per_token.get(side, 0.0) * 1e6
+            lines.append(
+                f"  {side:<15} {self.throughput[side]:>10,.0f} tokens/s {cpu:>8.1f} µs CPU/token"
+            )
+        lines.append(
+            f"  metrics only      {self.metrics_ratio:.3f}x uninstrumented throughput "
+            f"({self.metrics_cpu_ratio:.3f}x by CPU per token)"
+        )
+        lines.append(
+            f"  metrics + traces  {self.traces_ratio:.3f}x uninstrumented throughput "
+            f"({self.traces_cpu_ratio:.3f}x by CPU per token)"
+        )
         per_round = ", ".join(f"{m:.3f}/{t:.3f}" for m, t in self.round_ratios)
         lines.append(f"  per round (metrics/traces): {per_round}")
         return "\n".join(lines)
@@ -138,6 +162,7 @@ def measure_overhead(
     *,
     cores: int | None = None,
     workers_per_core: int = 4,
+    max_histogram_rate: float | None = DEFAULT_MAX_HISTOGRAM_RATE,
 ) -> OverheadReport:
     """Measure the throughput ratios of metrics only and metrics with traces against no
     instrumentation, on the seed workload, in this process.
@@ -150,6 +175,7 @@ def measure_overhead(
         rounds: measured rounds (one more warm-up round runs first).
         cores: core domains of the coordinator (default: the machine's).
         workers_per_core: worker threads per core domain.
+        max_histogram_rate: passed to ``instrument()`` (None: every token in the histograms).
 
     Raises:
         RuntimeError: TokenGate is already instrumented, or a side recorded fewer tokens or
@@ -190,27 +216,31 @@ def measure_overhead(
     tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     calls = [_seed_args(i) for i in range(tokens)]
     elapsed = dict.fromkeys(SIDES, 0.0)
+    cpu = dict.fromkeys(SIDES, 0.0)
     round_ratios: list[tuple[float, float]] = []
     load_before = _load()
 
-    def run_side(side: str) -> float:
+    def run_side(side: str) -> tuple[float, float]:
         if side != "uninstrumented":
             instrumentor.instrument(
                 meter_provider=meter_provider,
                 tracer_provider=tracer_provider,
                 traces=side == "metrics+traces",
+                max_histogram_rate=max_histogram_rate,
                 skip_dep_check=True,
             )
         try:
             ops = _decorate()
+            cpu_start = time.process_time()
             start = time.perf_counter()
             pending = [ops[i % 4](*args) for i, args in enumerate(calls)]
             for token in pending:
                 token.get(timeout=600)
             seconds = time.perf_counter() - start
+            cpu_seconds = time.process_time() - cpu_start
             if side != "uninstrumented":
                 _check_counted(reader, tokens, side)
-            return seconds
+            return seconds, cpu_seconds
         finally:
             if side != "uninstrumented":
                 instrumentor.uninstrument()
@@ -223,9 +253,11 @@ def measure_overhead(
                 order = SIDES[number % 3 :] + SIDES[: number % 3]
                 if number % 2:
                     order = tuple(reversed(order))
-                times = {side: run_side(side) for side in order}
-                for side, seconds in times.items():
+                measured = {side: run_side(side) for side in order}
+                times = {side: wall for side, (wall, _) in measured.items()}
+                for side, (seconds, cpu_seconds) in measured.items():
                     elapsed[side] += seconds
+                    cpu[side] += cpu_seconds
                 base = times["uninstrumented"]
                 round_ratios.append((base / times["metrics"], base / times["metrics+traces"]))
         tracer_provider.force_flush()
@@ -240,13 +272,18 @@ def measure_overhead(
         meter_provider.shutdown()
     total = tokens * rounds
     throughput = {side: total / seconds for side, seconds in elapsed.items()}
+    cpu_per_token = {side: seconds / total for side, seconds in cpu.items()}
     return OverheadReport(
         tokens=tokens,
         rounds=rounds,
+        max_histogram_rate=max_histogram_rate,
         throughput=throughput,
         metrics_ratio=throughput["metrics"] / throughput["uninstrumented"],
         traces_ratio=throughput["metrics+traces"] / throughput["uninstrumented"],
         round_ratios=tuple(round_ratios),
+        cpu_per_token=cpu_per_token,
+        metrics_cpu_ratio=cpu["uninstrumented"] / cpu["metrics"],
+        traces_cpu_ratio=cpu["uninstrumented"] / cpu["metrics+traces"],
         load_before=load_before,
         load_after=_load(),
         spans=exporter.count,

@@ -7,7 +7,11 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ._instrumentor import DEFAULT_MAX_OPERATIONS, TokenGateInstrumentor
+from ._instrumentor import (
+    DEFAULT_MAX_HISTOGRAM_RATE,
+    DEFAULT_MAX_OPERATIONS,
+    TokenGateInstrumentor,
+)
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -89,6 +93,7 @@ def serve_prometheus(
     *,
     traces: bool = False,
     max_operations: int = DEFAULT_MAX_OPERATIONS,
+    max_histogram_rate: float | None = DEFAULT_MAX_HISTOGRAM_RATE,
 ) -> PrometheusEndpoint:
     """Serve TokenGate's metrics for Prometheus at ``http://{addr}:{port}/metrics``.
 
@@ -102,6 +107,8 @@ def serve_prometheus(
         addr: the address to listen on; the loopback interface unless you say otherwise.
         traces: also trace tokens through the global tracer provider.
         max_operations: distinct ``operation`` attribute values before ``other``.
+        max_histogram_rate: tokens per second of one operation recorded in the duration
+            histograms before they are sampled (None: every token).
 
     Raises:
         RuntimeError: TokenGate is already instrumented (then add
@@ -139,6 +146,7 @@ def serve_prometheus(
             meter_provider=provider,
             traces=traces,
             max_operations=max_operations,
+            max_histogram_rate=max_histogram_rate,
             raise_exception_on_conflict=True,
         )
     except BaseException:

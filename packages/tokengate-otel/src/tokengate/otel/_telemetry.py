@@ -74,12 +74,22 @@ class Telemetry:
         tracer: the tracer of token spans, or None for metrics only.
         meter: the meter of the TokenGate metrics, or None for traces only.
         max_operations: distinct ``operation`` values; later operations are ``other``.
+        max_histogram_rate: tokens per second of one operation recorded in the duration
+            histograms before they are sampled; None records every token.
     """
 
-    def __init__(self, *, tracer: Tracer | None, meter: Meter | None, max_operations: int) -> None:
+    def __init__(
+        self,
+        *,
+        tracer: Tracer | None,
+        meter: Meter | None,
+        max_operations: int,
+        max_histogram_rate: float | None = None,
+    ) -> None:
         self.enabled = True
         self.tracer = tracer
         self.max_operations = max_operations
+        self.max_histogram_rate = max_histogram_rate
         self._lock = threading.Lock()
         self._series: dict[str, OperationSeries] = {}
         self._coordinators: weakref.WeakSet[OperationsCoordinator] = weakref.WeakSet()
