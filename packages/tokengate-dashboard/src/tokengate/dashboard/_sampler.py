@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tokengate.core import OperationsCoordinator
 
-__all__ = ("LIMITS", "Sampler", "Tick", "bounded")
+__all__ = ("LIMITS", "MAX_DUTY", "Sampler", "Tick", "bounded")
 
 _log = logging.getLogger("tokengate.dashboard")
 
@@ -46,6 +46,8 @@ class _Limits:
 
 #: Caps on every list a snapshot carries.
 LIMITS = _Limits()
+#: Largest share of the time the sampler may spend sampling (it samples less often if needed).
+MAX_DUTY = 0.02
 
 _TERMINAL = ("completed", "failed", "killed", "timeout")
 _KNOWN_STATS = frozenset(
@@ -146,6 +148,9 @@ class Sampler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._closed = False
+        self._cost = 0.0
+        self._cpu_total = 0.0
+        self._samples = 0
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -185,7 +190,9 @@ class Sampler:
 
     async def _run(self) -> None:
         while not self._closed:
-            await asyncio.sleep(self._interval)
+            # a sample costs time proportional to the tokens in flight: under a huge backlog
+            # the period stretches so that sampling never takes more than MAX_DUTY of the time
+            await asyncio.sleep(max(self._interval, self._cost / MAX_DUTY))
             self._take()
             wake, self._wake = self._wake, asyncio.Event()
             if wake is not None:
@@ -212,6 +219,16 @@ class Sampler:
         tick = self._tick
         return tick if tick is not None else self._take()
 
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time spent sampling so far (thread time of every sample)."""
+        return self._cpu_total
+
+    @property
+    def samples(self) -> int:
+        """Samples taken so far."""
+        return self._samples
+
     def history(self) -> list[dict[str, Any]]:
         """The chart points of the last minutes, oldest first."""
         with self._lock:
@@ -219,6 +236,7 @@ class Sampler:
 
     # ------------------------------------------------------------------ sampling
     def _take(self) -> Tick:
+        started = time.thread_time()
         try:
             snapshot = self._sample()
         except Exception as exc:  # a failing read must not end the dashboard
@@ -230,6 +248,9 @@ class Sampler:
             data = json.dumps(snapshot, separators=(",", ":"), allow_nan=False)
             tick = Tick(self._seq, snapshot, f"event: tick\ndata: {data}\n\n".encode())
             self._tick = tick
+        self._cost = time.thread_time() - started
+        self._cpu_total += self._cost
+        self._samples += 1
         return tick
 
     def _sample(self) -> dict[str, Any]:
