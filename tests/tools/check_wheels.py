@@ -56,6 +56,16 @@ CHECKS: dict[str, str] = {
         "heavy = {'numpy', 'pandas', 'torch', 'cupy', 'PIL'}\n"
         "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n"
     ),
+    "tokengate-dashboard": (
+        "import urllib.request\n"
+        "from tokengate.core import OperationsCoordinator\n"
+        "from tokengate.dashboard import serve_dashboard\n"
+        "with OperationsCoordinator(cores=1) as c:\n"
+        "    with serve_dashboard(c, port=0) as d:\n"
+        "        for path in ('', 'static/dashboard.js', 'static/dashboard.css', 'api/snapshot'):\n"
+        "            with urllib.request.urlopen(d.url + path) as r:\n"
+        "                assert r.status == 200 and r.read(), path\n"
+    ),
 }
 
 
