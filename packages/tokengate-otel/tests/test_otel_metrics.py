@@ -293,3 +293,30 @@ def test_histograms_record_every_token_without_a_rate_limit(
         token.get(timeout=WAIT)
     (run,) = otel_sdk.points("tokengate.token.run.duration")
     assert run.count == 1000
+
+
+def test_conductor_domains_gauge_counts_open_domains(
+    otel: Otel, coordinator: OperationsCoordinator
+) -> None:
+    from tokengate.conductor import conductor_snapshot
+
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    @task_token_guard("gauge_lead", tags={"external_calls": ["gauge_member"]})
+    def lead(i: int) -> int:
+        started.release()
+        release.wait(WAIT)
+        return i
+
+    leads = [lead(i) for i in range(2)]
+    try:
+        for _ in leads:
+            assert started.acquire(timeout=WAIT)
+        assert len(conductor_snapshot(coordinator)) == 2
+        (domains,) = otel.points("tokengate.conductor.domains")
+        assert dict(domains.attributes) == {"coordinator": coordinator.name}
+        assert domains.value == 2
+    finally:
+        release.set()
+    assert [t.get(timeout=WAIT) for t in leads] == [0, 1]
