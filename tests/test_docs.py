@@ -200,7 +200,7 @@ def test_public_name_is_documented(package: str, name: str) -> None:
 def _hook_names() -> list[str]:
     return sorted(
         name
-        for name, value in vars(_hookspecs.Plugin).items()
+        for name, value in vars(_hookspecs.HookSpecs).items()
         if name.startswith("tokengate_") and inspect.isfunction(value)
     )
 

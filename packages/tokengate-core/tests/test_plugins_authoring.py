@@ -594,3 +594,24 @@ def test_a_failing_lifecycle_hook_names_plugin_and_hook(
         f"plugin 'author-exploding' failed in tokengate_token_started for {token.token_id}: "
         "RuntimeError('started hook exploded')" in str(error)
     )
+
+
+def test_the_typed_plugin_class_mirrors_the_pluggy_specifications() -> None:
+    import inspect
+
+    from tokengate.core._hookspecs import HookSpecs
+
+    typed = {name for name in vars(Plugin) if name.startswith("tokengate_")}
+    assert typed == HOOK_NAMES
+    for name in HOOK_NAMES:
+        spec = getattr(HookSpecs, name)
+        public = getattr(Plugin, name)
+        assert list(inspect.signature(public).parameters) == list(
+            inspect.signature(spec).parameters
+        ), name
+        spec_options = getattr(spec, "tokengate_spec")  # noqa: B009
+        assert spec_options["firstresult"] == (name in FIRST_RESULT), name
+        assert inspect.getdoc(public), f"Plugin.{name} has no docstring"
+
+
+FIRST_RESULT = {"tokengate_classify_weight", "tokengate_routing_policy"}

@@ -1,29 +1,18 @@
 """The plugin contract: every hook TokenGate calls, with its guarantees.
 
-The hooks are the methods of :class:`Plugin` (public as ``tokengate.core.plugin.Plugin``).
-Hooks are called when an operation is decorated or when plugins change — never per call. What
-they return (policies, extensions) is then called directly on the hot path. Plugin authors
-subclass ``Plugin`` so that mypy checks every hook they override against the signature here.
+pluggy's specifications of the hooks (:class:`HookSpecs`), low in the layers: nothing here
+imports the token or the coordinator. The typed contract plugin authors see and subclass is
+``tokengate.core.plugin.Plugin``. Hooks are called when an operation is decorated or when
+plugins change — never per call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import pluggy
 
-if TYPE_CHECKING:
-    from tokengate.hashing import HandlerRegistry
-
-    from ._coordinator import OperationsCoordinator
-    from ._enums import Weight
-    from ._executors import ExecutorRegistry
-    from ._extensions import OperationInfo, RoutingPolicy, TokenExtension
-    from ._policies import DigestPolicyRegistry, HashPolicyRegistry, TagRegistry
-    from ._token import TaskToken
-
-__all__ = ("HOOK_NAMES", "PROJECT", "HookSpecs", "Plugin", "hookimpl", "hookspec")
+__all__ = ("HOOK_NAMES", "PROJECT", "HookSpecs", "hookimpl", "hookspec")
 
 PROJECT = "tokengate"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -35,27 +24,15 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 """
 
 
-class Plugin:
-    """The typed base class of a plugin: its methods are the hooks TokenGate calls.
+class HookSpecs:
+    """The pluggy specifications of every hook: names, parameters, call options.
 
-    Subclass it and override the hooks you implement, keeping their parameters (names and
-    types) and return types, each marked ``@hookimpl``; ``mypy --strict`` reports an override
-    whose types differ from the hook's, and registration reports one whose parameter names
-    differ. The methods you leave alone are not registered, so a subclass costs nothing for
-    them. Decorate each override with ``typing_extensions.override`` too, and mypy also
-    reports a misspelled hook name. Register an instance with
-    ``plugin_manager().register(MyPlugin(), name="my-plugin")``, or name one in a
-    ``tokengate`` entry point.
-
-    The methods here do nothing: they are the specifications (names, parameters, return
-    types and guarantees). A plugin that is a module (or any other object) may implement a
-    hook with a subset of its parameters.
+    The typed contract — parameter and return types, guarantees — is the public
+    ``tokengate.core.plugin.Plugin``, whose methods mirror these (a test keeps the two equal).
     """
 
     @hookspec(firstresult=True)
-    def tokengate_classify_weight(
-        self, operation_type: str, func: Callable[..., Any], tags: Mapping[str, object]
-    ) -> Weight | None:
+    def tokengate_classify_weight(self, operation_type: Any, func: Any, tags: Any) -> Any:
         """Decide the weight of an operation that has no ``weight`` tag.
 
         Called once per operation, at decoration (and again after the set of plugins
@@ -66,7 +43,7 @@ class Plugin:
         """
 
     @hookspec(firstresult=True)
-    def tokengate_routing_policy(self, operation: OperationInfo) -> RoutingPolicy | None:
+    def tokengate_routing_policy(self, operation: Any) -> Any:
         """Return the routing policy of an operation: its weight → cores map and, optionally,
         a per-token core choice (``RoutingPolicy.choose_core``).
 
@@ -75,7 +52,7 @@ class Plugin:
         """
 
     @hookspec
-    def tokengate_register_hash_handlers(self, registry: HandlerRegistry) -> None:
+    def tokengate_register_hash_handlers(self, registry: Any) -> None:
         """Register fingerprint handlers: ``registry.register(cls, handler)`` or
         ``registry.register_lazy("module.QualName", handler)`` with
         ``handler(obj) -> Hashable``.
@@ -87,7 +64,7 @@ class Plugin:
         """
 
     @hookspec
-    def tokengate_register_hash_policies(self, registry: HashPolicyRegistry) -> None:
+    def tokengate_register_hash_policies(self, registry: Any) -> None:
         """Register named hash policies with ``registry.register(name, key_function)``.
 
         ``key_function(args, kwargs)`` returns the argument fingerprint of a call; ``None`` as
@@ -97,7 +74,7 @@ class Plugin:
         """
 
     @hookspec
-    def tokengate_register_digest_policies(self, registry: DigestPolicyRegistry) -> None:
+    def tokengate_register_digest_policies(self, registry: Any) -> None:
         """Register named digest policies with ``registry.register(name, fn)``,
         ``fn(data: bytes) -> str``. The built-ins ``full``, ``short``, ``fast`` and
         ``minimal`` are registered the same way; a ``digest_policy`` tag may name any
@@ -105,7 +82,7 @@ class Plugin:
         """
 
     @hookspec
-    def tokengate_register_tags(self, registry: TagRegistry) -> None:
+    def tokengate_register_tags(self, registry: Any) -> None:
         """Contribute tags with ``registry.add(name, annotation, default, allowed=...,
         owner=...)`` and cross-tag rules with ``registry.add_rule(owner, rule)``.
 
@@ -114,7 +91,7 @@ class Plugin:
         """
 
     @hookspec
-    def tokengate_register_executors(self, registry: ExecutorRegistry) -> None:
+    def tokengate_register_executors(self, registry: Any) -> None:
         """Register executor backends with ``registry.register(name, factory)``, where
         ``factory(domain: ExecutorDomain) -> ExecutorBackend`` makes the backend of one core
         domain.
@@ -125,7 +102,7 @@ class Plugin:
         """
 
     @hookspec
-    def tokengate_token_extension(self, operation: OperationInfo) -> TokenExtension | None:
+    def tokengate_token_extension(self, operation: Any) -> Any:
         """Return a :class:`~tokengate.core.TokenExtension` taking part in the life of every
         token of this operation, or None. All non-None results are used, in hook order.
 
@@ -133,33 +110,30 @@ class Plugin:
         """
 
     @hookspec
-    def tokengate_token_created(self, token: TaskToken[Any]) -> None:
+    def tokengate_token_created(self, token: Any) -> None:
         """Lifecycle notification: a token was created (calling thread, before routing).
 
         Only operations compiled while some plugin implements this hook pay for it.
         """
 
     @hookspec
-    def tokengate_token_started(self, token: TaskToken[Any]) -> None:
+    def tokengate_token_started(self, token: Any) -> None:
         """Lifecycle notification: a token's body is about to run (on its worker)."""
 
     @hookspec
-    def tokengate_token_finished(self, token: TaskToken[Any]) -> None:
+    def tokengate_token_finished(self, token: Any) -> None:
         """Lifecycle notification: a token reached its terminal state (exactly once)."""
 
     @hookspec
-    def tokengate_coordinator_started(self, coordinator: OperationsCoordinator) -> None:
+    def tokengate_coordinator_started(self, coordinator: Any) -> None:
         """A coordinator started. Set up per-coordinator state here."""
 
     @hookspec
-    def tokengate_coordinator_stopped(self, coordinator: OperationsCoordinator) -> None:
+    def tokengate_coordinator_stopped(self, coordinator: Any) -> None:
         """A coordinator stopped; every one of its tokens is terminal."""
 
 
-HookSpecs = Plugin
-"""The hook specifications (the same class as :class:`Plugin`)."""
-
 HOOK_NAMES: Final[frozenset[str]] = frozenset(
-    name for name in vars(Plugin) if name.startswith("tokengate_")
+    name for name in vars(HookSpecs) if name.startswith("tokengate_")
 )
 """The name of every hook."""

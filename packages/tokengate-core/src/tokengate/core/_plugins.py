@@ -58,6 +58,9 @@ KNOWN_PLUGIN_TAGS: Mapping[str, str] = {
     "digest_policy": "tokengate-conductor",
 }
 
+#: Set on the methods of ``tokengate.core.plugin.Plugin``: the unimplemented base of a hook.
+BASE_HOOK_ATTRIBUTE: Final = "__tokengate_base_hook__"
+
 TokenNotifier = Callable[..., None]
 """A resolved lifecycle notification, called as ``notify(token=token)``."""
 
@@ -152,7 +155,7 @@ def check_plugin(plugin: object, label: str) -> None:
                 f"called; {_did_you_mean(attr)}"
             )
         if getattr(value, f"{_hookspecs.PROJECT}_impl", None) is None:
-            if getattr(value, f"{_hookspecs.PROJECT}_spec", None) is not None:
+            if getattr(value, BASE_HOOK_ATTRIBUTE, False):
                 continue  # inherited from the Plugin base class unchanged: not an implementation
             raise PluginError(
                 f"plugin {label!r}, hook {attr}: the implementation is not marked @hookimpl, "
