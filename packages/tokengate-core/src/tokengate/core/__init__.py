@@ -37,6 +37,7 @@ from ._extensions import DefaultRoutingPolicy as DefaultRoutingPolicy
 from ._extensions import OperationInfo as OperationInfo
 from ._extensions import RoutingPolicy as RoutingPolicy
 from ._extensions import TokenExtension as TokenExtension
+from ._guard import GuardedFunction as GuardedFunction
 from ._guard import current_coordinator as current_coordinator
 from ._guard import task_token_guard as task_token_guard
 from ._hookspecs import hookimpl as hookimpl
@@ -70,6 +71,7 @@ __all__ = (
     "ExecutorFactory",
     "ExecutorRegistry",
     "ExecutorStats",
+    "GuardedFunction",
     "HashPolicy",
     "HashPolicyRegistry",
     "OperationInfo",
