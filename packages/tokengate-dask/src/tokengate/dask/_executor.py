@@ -151,13 +151,14 @@ class DaskBackend(ExecutorBackend):
                 )
             if batch.future is not None:
                 batch.future.cancel()
+            executor._forget(batch)
         executor._backend_closed(self)
 
     def stats(self) -> ExecutorStats:
         """The domain's worker, calls in flight and queued, calls sent per worker."""
         executor = self._executor
         with executor._cond:
-            busy = sum(len(b.tokens) for b in self._batches)
+            busy = sum(1 for b in self._batches for t in b.tokens if not t.done())
             queued = len(self._pending) + len(self._leads)
             per_worker = dict(executor._calls_per_worker)
         worker = executor._map.assignments().get(self.core_id)
@@ -185,10 +186,10 @@ class DaskExecutor:
     process's default Dask client.
 
     * **Domains on workers.** One core domain per worker by default: domain ``k`` runs on the
-      ``(k - 1) % W``-th worker in address order; :attr:`worker_count` is the ``cores`` to
-      give the coordinator for one domain per worker. A domain keeps its worker while the
-      worker lives; when it leaves, the domain moves to the live worker serving the fewest
-      domains; an idle domain moves to a worker that joined when that evens the load.
+      ``(k - 1) % W``-th worker in address order, and a coordinator made with this executor
+      and no ``cores`` gets one domain per worker (:attr:`cores`). A domain keeps its worker
+      while the worker lives; when it leaves, the domain moves to the live worker serving the
+      fewest domains; an idle domain moves to a worker that joined when that evens the load.
     * **Batches.** A domain's calls travel in Dask tasks of at most ``max_batch`` calls. A
       worker gets at most one batch per thread (plus ``prefetch``) at a time; when one of its
       threads is free, the next batch leaves as soon as it is full or its oldest call has
@@ -259,7 +260,17 @@ class DaskExecutor:
         self._address = client.strip() if isinstance(client, str) else None
         self._connect_timeout = connect_timeout
 
+    #: The executor name this factory serves: tags ``executor: "dask"`` of a coordinator made
+    #: with ``executor=DaskExecutor(...)`` reach this object (not the default client).
+    name = "dask"
+
     # ------------------------------------------------------------------ public face
+    @property
+    def cores(self) -> int:
+        """The coordinator's ``cores`` when it is not given: one core domain per worker (at
+        least 1)."""
+        return max(1, len(self._map.live))
+
     @property
     def client(self) -> distributed.Client:
         """The Dask client the executor submits through."""
@@ -343,6 +354,10 @@ class DaskExecutor:
                 return
             self._stopping = True
             self._stopped.set()
+            # nothing of a finished coordinator may hold a worker thread for the next one
+            self._by_key.clear()
+            self._by_token.clear()
+            self._busy.clear()
             threads, self._threads = self._threads, []
             self._cond.notify_all()
         self._done.put(None)
@@ -466,6 +481,15 @@ class DaskExecutor:
     def _send_batch(
         self, backend: DaskBackend, tokens: list[TaskToken[Any]], lead: bool, slot: str | None
     ) -> bool:
+        if self._closed_client():
+            closed = DaskExecutorError(
+                f"the Dask client {self._client.id} is {self._client.status}: keep the client "
+                "open while the coordinator runs"
+            )
+            for token in tokens:
+                if not token.done():
+                    token.set_exception(closed)
+            return False
         functions: list[_remote.FunctionRef] = []
         index: dict[_remote.FunctionRef, int] = {}
         calls: list[tuple[int, bytes]] = []
@@ -576,10 +600,27 @@ class DaskExecutor:
                 except Empty:
                     break
                 if more is None:
-                    self._finish_futures(futures)
+                    self._settle(futures)
                     return
                 futures.append(more)
+            self._settle(futures)
+
+    def _settle(self, futures: list[Future]) -> None:
+        """End the tokens of finished batches; never lets an error stop the collector."""
+        try:
             self._finish_futures(futures)
+        except BaseException as exc:
+            _log.exception("%s: settling %d batches failed", self._name, len(futures))
+            for future in futures:
+                with self._cond:
+                    batch = self._by_key.get(str(future.key))
+                if batch is None:
+                    continue
+                error = DaskExecutorError(f"reading the outcome of this call failed: {exc!r}")
+                for token in batch.tokens:
+                    if not token.done():
+                        token.set_exception(error)
+                self._forget(batch)
 
     def _finish_futures(self, futures: list[Future]) -> None:
         finished: list[tuple[_Batch, Future]] = []
@@ -666,12 +707,18 @@ class DaskExecutor:
             try:
                 live = self._fetch_workers()
             except Exception as exc:
-                if str(self._client.status) in {"closed", "closing", "failed"}:
+                if self._closed_client():
                     self._client_closed()
                     return
                 _log.warning("%s could not list the Dask workers: %r", self._name, exc)
                 continue
-            self._reconcile(live)
+            try:
+                self._reconcile(live)
+            except Exception:
+                _log.exception("%s: following the cluster's workers failed", self._name)
+
+    def _closed_client(self) -> bool:
+        return str(self._client.status) in {"closed", "closing", "failed"}
 
     def _reconcile(self, live: list[str]) -> None:
         moved = self._map.update(live)
