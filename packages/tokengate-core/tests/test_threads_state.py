@@ -115,12 +115,15 @@ class ThreadExecutorMachine(RuleBasedStateMachine):
                 assert token.done()
             self.no_body_ran_twice()
             deadline = time.monotonic() + WAIT
-            for executor in self.h.executors.values():
-                while time.monotonic() < deadline:
-                    snapshot = executor.stats()
-                    if snapshot.busy == 0 and snapshot.queued == 0:
-                        break
-                    time.sleep(0.01)
+            executors = list(self.h.executors.values())
+
+            def idle() -> bool:
+                snapshots = [executor.stats() for executor in executors]
+                return all(s.busy == 0 and s.queued == 0 for s in snapshots)
+
+            while not idle() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for executor in executors:
                 snapshot = executor.stats()
                 assert snapshot.busy == 0, snapshot
                 assert snapshot.queued == 0, snapshot

@@ -108,12 +108,14 @@ class _Shared:
             self.blocking += 1
 
     def give(self) -> bool:
-        """Return a slot; True when some domain found the bound reached meanwhile."""
+        """Return a slot; True when it makes room for a domain that found the bound
+        reached (bodies that blocked while holding the CPU slot may run above it)."""
         with self.lock:
             self.blocking -= 1
-            starved = self.starved
+            if not self.starved or self.blocking >= self.cap:
+                return False
             self.starved = False
-        return starved
+        return True
 
 
 _SHARED: weakref.WeakValueDictionary[str, _Shared] = weakref.WeakValueDictionary()
@@ -276,9 +278,9 @@ class ThreadExecutor(ExecutorBackend):
             release = self._has_slot and self._runner is None
             if release:
                 self._has_slot = False
+                self._monitor.unwatch(self)  # under the lock: a new claim re-watches
             workers = list(self._workers)
         self._slots.withdraw(self)
-        self._monitor.unwatch(self)
         if release:
             self._slots.release()
         for token in queued:
@@ -291,8 +293,8 @@ class ThreadExecutor(ExecutorBackend):
         current = threading.current_thread()
         for worker in workers:
             thread = worker.thread
-            if thread is None or thread is current:
-                continue
+            if thread is None or thread is current or thread.ident is None:
+                continue  # not started yet: it sees the executor stopping and returns
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 _log.warning(
@@ -396,6 +398,7 @@ class ThreadExecutor(ExecutorBackend):
             ):
                 self._runner = None  # time slice over: another domain waits for the slot
                 self._has_slot = False
+                self._monitor.unwatch(self)  # under the lock: a new claim re-watches
                 release = True
         if worker.searching:
             worker.searching = False
@@ -404,6 +407,7 @@ class ThreadExecutor(ExecutorBackend):
             if self._runner is worker:
                 self._runner = None
                 self._has_slot = False
+                self._monitor.unwatch(self)  # under the lock: a new claim re-watches
                 release = True
             return None, 0, release, starved, None
         cpu_q = self._cpu_q
@@ -428,6 +432,7 @@ class ThreadExecutor(ExecutorBackend):
                     # nothing CPU-bound left: give the slot back
                     self._runner = None
                     self._has_slot = False
+                    self._monitor.unwatch(self)  # under the lock: a new claim re-watches
                     release = True
             elif cpu_q and not self._has_slot and not release and self._slots.acquire_or_wait(self):
                 self._claim_slot()
@@ -557,7 +562,6 @@ class ThreadExecutor(ExecutorBackend):
 
     def _after_release(self) -> None:
         """Give the CPU slot back, then queue for it again if CPU work is left."""
-        self._monitor.unwatch(self)
         self._slots.release()
         with self._lock:
             wake = self._kick() if self._cpu_q else None
@@ -643,9 +647,9 @@ class ThreadExecutor(ExecutorBackend):
                 wake = self._rouse() if not self._searching else None
             else:
                 self._has_slot = False
+                self._monitor.unwatch(self)  # under the lock: a new claim re-watches
                 release = True
         if release:
-            self._monitor.unwatch(self)
             self._slots.release()
         if wake is not None:
             self._wake(wake)
@@ -653,6 +657,7 @@ class ThreadExecutor(ExecutorBackend):
     # ------------------------------------------------------------------ managed blocking
     def _begin_wait(self, worker: _Worker) -> None:
         release = False
+        starved = False
         wake = None
         with self._lock:
             self._waiting += 1
@@ -661,22 +666,24 @@ class ThreadExecutor(ExecutorBackend):
                 worker.detached = True
                 if not self._cpu_q or self._stopping:
                     self._has_slot = False
+                    self._monitor.unwatch(self)  # under the lock: a new claim re-watches
                     release = True
             elif worker.io_slot:
                 worker.io_slot = False
                 worker.returned = True
                 self._io_running -= 1
                 if worker.counted:
-                    self._shared.give()
+                    starved = self._shared.give()
             # beyond max_compensation_threads waiting bodies, only parked threads take over
             wake = self._kick(spawn=self._waiting <= self._max_waiting)
             if wake is not None:
                 self._compensations += 1
         if release:
-            self._monitor.unwatch(self)
             self._slots.release()
         if wake is not None:
             self._wake(wake)
+        if starved:
+            self._poke_all()
 
     def _end_wait(self, worker: _Worker) -> None:
         with self._lock:
