@@ -23,7 +23,7 @@ def test_the_demo_serves_its_dashboard_until_the_duration_ends() -> None:
             "--port",
             "0",
             "--duration",
-            "4",
+            "3",
             "--no-browser",
             "--cores",
             "2",

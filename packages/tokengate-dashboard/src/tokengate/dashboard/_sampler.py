@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tokengate.core import OperationsCoordinator
+    from tokengate.core import OperationsCoordinator, TaskToken
 
 __all__ = ("LIMITS", "MAX_DUTY", "Sampler", "Tick", "bounded")
 
@@ -47,7 +47,11 @@ class _Limits:
 #: Caps on every list a snapshot carries.
 LIMITS = _Limits()
 #: Largest share of the time the sampler may spend sampling (it samples less often if needed).
-MAX_DUTY = 0.02
+MAX_DUTY = 0.01
+#: Above this many tokens in flight, the per-operation in-flight counts are refreshed only
+#: every ``RECOUNT_EVERY`` samples.
+LARGE_BACKLOG = 2000
+RECOUNT_EVERY = 5
 
 _TERMINAL = ("completed", "failed", "killed", "timeout")
 _KNOWN_STATS = frozenset(
@@ -149,6 +153,8 @@ class Sampler:
         self._wake: asyncio.Event | None = None
         self._closed = False
         self._cost = 0.0
+        self._by_op: Counter[str] | None = None
+        self._recount = 0
         self._cpu_total = 0.0
         self._samples = 0
 
@@ -280,7 +286,7 @@ class Sampler:
         )
 
         in_flight = coordinator.in_flight()
-        live_by_op = Counter(t.operation_type for t in in_flight)
+        live_by_op = self._count_by_operation(in_flight)
         paused_ops = [str(op) for op in raw.get("paused_operations", ())]
         operations, operations_total = self._operations(raw, live_by_op, paused_ops, elapsed)
 
@@ -360,6 +366,15 @@ class Sampler:
             "errors": list(self._errors),
             "extra": extra,
         }
+
+    def _count_by_operation(self, in_flight: list[TaskToken[Any]]) -> Counter[str]:
+        """In-flight tokens per operation; under a large backlog recounted only every
+        ``RECOUNT_EVERY`` samples (counting is a pass over every in-flight token)."""
+        if len(in_flight) <= LARGE_BACKLOG or self._recount <= 0 or self._by_op is None:
+            self._by_op = Counter(t.operation_type for t in in_flight)
+            self._recount = RECOUNT_EVERY
+        self._recount -= 1
+        return self._by_op
 
     def _operations(
         self,
