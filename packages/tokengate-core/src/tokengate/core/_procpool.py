@@ -30,6 +30,7 @@ import itertools
 import logging
 import os
 import pickle
+import selectors
 import signal
 import socket
 import threading
@@ -38,7 +39,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
-from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -70,6 +70,9 @@ __all__ = (
 _log = logging.getLogger("tokengate.worker")
 #: Seconds of measured work the pool keeps queued in the worker (at least two calls).
 QUEUE_SECONDS = 0.02
+#: A submitted call is sent at once while fewer calls than this are in flight; otherwise it
+#: goes with the next batch, sent when outcomes arrive.
+SEND_AT_ONCE_BELOW = 2
 #: How many times a call the worker never started may be sent again after a death.
 MAX_RESENDS = 3
 _ids = itertools.count(1)
@@ -331,7 +334,10 @@ class ProcPool:
             error = ProcessDomainError(f"{self._label}: the process pool is shut down")
             self._deliver([(call, ERR, error) for call in calls])
             return
-        self._pump()
+        # While the worker has calls queued, new ones wait for the next outcomes (the pool's
+        # thread sends everything then, as one batch) unless a full batch is ready now.
+        if len(self._inflight) < SEND_AT_ONCE_BELOW or len(self._pending) >= self._batch_size:
+            self._pump()
 
     def cancel(self, call: Call) -> None:
         """Stop ``call``: unqueue it, tell the worker to skip it, or — when it is running —
@@ -469,8 +475,11 @@ class ProcPool:
                     or not self._pending
                 ):
                     return
-                room = self._window(proc) - len(self._inflight)
-                if room <= 0:
+                window = self._window(proc)
+                room = window - len(self._inflight)
+                # Refill in chunks: a freed slot or two waits until half the window is free,
+                # so steady streams cross as batches, not one call per outcome.
+                if room <= 0 or (room < window // 2 and len(self._pending) < room * 2):
                     return
                 self._sending = True
                 count = min(room, self._batch_size, len(self._pending))
@@ -631,13 +640,29 @@ class ProcPool:
     def _serve(self, proc: _Proc) -> bool:
         """Talk to ``proc`` until it is gone; True when a replacement should start at once."""
         reader = MessageReader(proc.sock)
-        watched: list[socket.socket | int] = [proc.sock, proc.process.sentinel, self._wake_r]
+        sentinel = proc.process.sentinel
+        selector = selectors.DefaultSelector()
+        selector.register(proc.sock, selectors.EVENT_READ)
+        selector.register(sentinel, selectors.EVENT_READ)
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            return self._serve_with(proc, reader, selector, sentinel)
+        finally:
+            selector.close()
+
+    def _serve_with(
+        self,
+        proc: _Proc,
+        reader: MessageReader,
+        selector: selectors.BaseSelector,
+        sentinel: int,
+    ) -> bool:
         while True:
-            ready = wait(watched)
+            ready = {key.fileobj for key, _ in selector.select()}
             if self._wake_r in ready:
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 4096)
-            dead = proc.process.sentinel in ready
+            dead = sentinel in ready
             if (dead or proc.sock in ready) and not self._read(proc, reader, dead):
                 break
             if proc.kill_index:
