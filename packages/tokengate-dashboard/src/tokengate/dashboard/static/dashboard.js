@@ -214,6 +214,11 @@
       [el("span", { text: k }), meter(v, top), el("span", { class: "num", text: fmt(v) })])));
 
     const ops = s.operations.map((r) => ({ ...r, __class: r.paused ? "paused" : "" }));
+    // figures the coordinator reports per operation elsewhere in its stats (for instance the
+    // scheduler's decisions) become columns of the operations table
+    const names = new Set(ops.map((r) => r.operation_type));
+    const perOperation = Object.entries(s.extra || {}).filter(([, v]) => isMap(v)
+      && Object.keys(v).some((k) => names.has(k))).slice(0, 3);
     const opColumns = [
       { label: "operation", cls: "mono", value: (r) => r.operation_type + (r.paused ? " (paused)" : "") },
       { label: "tokens/s", num: true, value: (r) => fmt(r.rate, 1) },
@@ -225,6 +230,7 @@
       { label: "mean", num: true, value: (r) => ms(r.mean_ms) },
       { label: "max", num: true, value: (r) => ms(r.max_ms) },
       ...extraColumns(s.operations, KNOWN_OP),
+      ...perOperation.map(([key, byOp]) => ({ label: key.replaceAll("_", " "), value: (r) => summary(byOp[r.operation_type]) })),
     ];
     if (CONTROLS) {
       opColumns.push({ label: "", cls: "actions", value: (r) => {
@@ -278,9 +284,31 @@
       { label: "error", cls: "err", value: (r) => r.error },
     ], s.errors, "no error");
 
-    const extra = Object.entries(s.extra || {});
+    const extra = Object.entries(s.extra || {}).filter(([k]) => !perOperation.some(([key]) => key === k));
     $("extra-panel").hidden = extra.length === 0;
-    $("extra").replaceChildren(...extra.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: text(v) })]));
+    $("extra").replaceChildren(...extra.flatMap(([k, v]) => [el("dt", { text: k.replaceAll("_", " ") }), el("dd", {}, [detail(v)])]));
+  }
+
+  const isMap = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  // one cell for a nested figure: a decision's reason or mode if it has one, else key=value
+  function summary(v) {
+    if (v === null || v === undefined) return "–";
+    if (!isMap(v)) return text(v);
+    for (const key of ["reason", "decision", "mode", "executor", "kind"]) if (typeof v[key] === "string") return v[key];
+    return text(v);
+  }
+  // a mapping of mappings as a small table, anything else as text
+  function detail(v) {
+    if (isMap(v) && Object.values(v).length && Object.values(v).every(isMap)) {
+      const keys = [];
+      for (const row of Object.values(v)) for (const k of Object.keys(row)) if (!keys.includes(k)) keys.push(k);
+      const t = el("table");
+      t.append(el("thead", {}, [el("tr", {}, [el("th"), ...keys.slice(0, 6).map((k) => el("th", { text: k.replaceAll("_", " ") }))])]));
+      t.append(el("tbody", {}, Object.entries(v).map(([name, row]) => el("tr", {}, [el("td", { class: "mono", text: name }),
+        ...keys.slice(0, 6).map((k) => el("td", { text: row[k] === null || row[k] === undefined ? "–" : text(row[k]) }))]))));
+      return t;
+    }
+    return document.createTextNode(text(v));
   }
 
   // ------------------------------------------------------------------ controls
