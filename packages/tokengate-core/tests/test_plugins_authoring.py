@@ -252,6 +252,15 @@ _BROKEN_SITE_FILES = {
             registry.register_lazy("author_handlers_plugin.Box", lambda box: ("Box",))
         """
     ),
+    "author_regfail_plugin.py": textwrap.dedent(
+        """
+        from tokengate.core.plugin import hookimpl
+
+        @hookimpl
+        def tokengate_register_tags(registry):
+            raise RuntimeError("tag registration exploded")
+        """
+    ),
     "author_good_plugin.py": textwrap.dedent(
         """
         from tokengate.core.plugin import hookimpl
@@ -274,7 +283,7 @@ def _site(tmp_path: Path) -> str:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: author-dist\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(
         "[tokengate]\nbroken = author_broken_plugin\ngood = author_good_plugin\n"
-        "handlers = author_handlers_plugin\n"
+        "handlers = author_handlers_plugin\nregfail = author_regfail_plugin\n"
     )
     return os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
 
@@ -316,6 +325,10 @@ def test_an_entry_point_that_fails_warns_and_logs(tmp_path: Path) -> None:
     assert "TOKENGATE_STRICT_PLUGINS=1" in warned[0]
     assert any("broken on purpose" in m for m in result["logged"])
     assert (
+        "PluginLoadWarning: plugin 'regfail' failed in tokengate_register_tags: "
+        "RuntimeError('tag registration exploded'); what it registered there is left out"
+    ) in "\n".join(result["warnings"])
+    assert (
         "plugin 'handlers' registers fingerprint handlers but its distribution declares no "
         "'tokengate.hash_handlers' entry point: fingerprints made before the plugin host is "
         "first used differ from later ones; declare the same function in that group"
@@ -342,7 +355,7 @@ def test_disabled_plugins_are_not_loaded_nor_registrable(tmp_path: Path) -> None
     """
     )
     done = _python(
-        code, {"PYTHONPATH": _site(tmp_path), "TOKENGATE_DISABLED_PLUGINS": "broken, good"}
+        code, {"PYTHONPATH": _site(tmp_path), "TOKENGATE_DISABLED_PLUGINS": "broken, good,regfail"}
     )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()[-2:]]

@@ -247,6 +247,7 @@ class PluginHost:
         self._load_errors: list[str] = []
         self._plugin_handlers: dict[type | str, Handler] = {}
         self._handler_failures: list[_Failure] = []
+        self._failures: tuple[_Failure, ...] = ()
         self._pm.register(BuiltinPlugin(), name=BUILTIN_NAME)
         for name in sorted(disabled_plugins()):
             if name == BUILTIN_NAME:
@@ -258,15 +259,20 @@ class PluginHost:
         if autoload:
             self._load_entry_points()
         self._changed()
+        # an installed plugin whose registration hook raised failed to load, too
+        failures: tuple[_Failure, ...] = self._failures
+        for failure in failures:
+            if failure.plugin in self._distributions:
+                self._load_failed(failure.message, "what it registered there is left out")
 
     # ------------------------------------------------------------------ registration
-    def _load_failed(self, message: str) -> None:
+    def _load_failed(self, message: str, consequence: str = "the plugin is skipped") -> None:
         self._load_errors.append(message)
         _log.error("%s", message)
         if _truthy(STRICT_ENV):
             raise PluginError(f"{message} ({STRICT_ENV}=1 makes a plugin that fails an error)")
         warnings.warn(
-            f"{message}; the plugin is skipped (set {STRICT_ENV}=1 to make this an error, or "
+            f"{message}; {consequence} (set {STRICT_ENV}=1 to make this an error, or "
             f"{DISABLED_ENV}=<name> to stop loading it)",
             PluginLoadWarning,
             stacklevel=4,
@@ -527,6 +533,7 @@ class PluginHost:
                 digest_policy_names=digest_policies.names,
             )
             failures += self._register_tags(tags)
+            self._failures = tuple(failures)
             fields: dict[str, Any] = {
                 spec.name: (spec.annotation, spec.default) for spec in tags.specs.values()
             }
