@@ -271,7 +271,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--waves", type=int, default=12, help="seed workload waves (1..15)")
     parser.add_argument("--cores", type=int, default=2, help="core domains of the coordinator")
     parser.add_argument(
-        "--processes-per-core", type=int, default=2, help="worker processes per core domain"
+        "--processes-per-core",
+        type=int,
+        default=None,
+        help="worker processes per core domain (default: elastic)",
     )
     parser.add_argument("--body-ms", type=float, default=8.0, help="CPU body length (>= 5)")
     parser.add_argument("--tokens", type=int, default=80, help="CPU-heavy tokens per sample")

@@ -49,8 +49,8 @@ class CoordinatorConfig(BaseModel):
         max_memory_per_process: replace a domain's worker process, between two calls, once
             its resident size exceeds this many bytes (None: never).
         process_batch_size: most calls per message to a worker process.
-        processes_per_core: worker processes per core domain of the process executor (more
-            than one lets a domain that gets most of the work use several CPUs).
+        processes_per_core: worker processes per core domain of the process executor (None:
+            one, and more, up to the CPUs usable, while the domain has a backlog).
         max_blocking_threads: blocking (IO-bound) bodies of the thread executor running at
             once, all core domains of the coordinator together (storage-tier operations are
             capped by their tier instead).
@@ -75,7 +75,7 @@ class CoordinatorConfig(BaseModel):
     max_calls_per_process: int | None = Field(default=None, ge=1, strict=True)
     max_memory_per_process: int | None = Field(default=None, ge=2**20, strict=True)
     process_batch_size: int = Field(default=64, ge=1, le=4096, strict=True)
-    processes_per_core: int = Field(default=1, ge=1, le=64, strict=True)
+    processes_per_core: int | None = Field(default=None, ge=1, le=256, strict=True)
     max_blocking_threads: int = Field(default=40, ge=1, le=4096, strict=True)
     max_compensation_threads: int = Field(default=32, ge=0, le=4096, strict=True)
 

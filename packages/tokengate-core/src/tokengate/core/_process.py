@@ -34,6 +34,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from . import _guard
+from ._config import machine_cpus
 from ._enums import TokenState
 from ._errors import PluginError, ProcessDomainError
 from ._executors import AUTO, ExecutorBackend, ExecutorDomain, ExecutorStats
@@ -103,22 +104,36 @@ class ProcessExecutor(ExecutorBackend):
         #: be pickled (the same core's thread executor, set by the auto policy), instead of
         #: failing.
         self.fallback: Callable[[TaskToken[Any]], None] | None = None
-        count = config.processes_per_core
-        label = f"{domain.coordinator_name}-core{domain.core_id}"
-        self._pools = [
-            ProcPool(
-                label if count == 1 else f"{label}-p{i + 1}",
-                self._outcomes,
-                before_send=_start_call,
-                start_method=config.process_start_method,
-                cpu=domain.cpu,
-                batch_size=config.process_batch_size,
-                max_calls=config.max_calls_per_process,
-                max_memory=config.max_memory_per_process,
-            )
-            for i in range(count)
-        ]
+        fixed = config.processes_per_core
+        if fixed is None:  # elastic: one process, more while the domain has a backlog
+            self._max_pools = 1 if domain.cpu is not None else max(1, len(machine_cpus()))
+        else:
+            self._max_pools = fixed
+        self._label = f"{domain.coordinator_name}-core{domain.core_id}"
+        self._config = config
+        self._cpu = domain.cpu
+        self._grow_at = 2 * config.process_batch_size
+        self._pools: list[ProcPool] = []
+        for _ in range(fixed or 1):
+            self._add_pool()
         self._pool = self._pools[0]
+
+    def _add_pool(self) -> ProcPool:
+        """One more worker process for the domain (with the lock held, or in __init__)."""
+        config = self._config
+        number = len(self._pools) + 1
+        pool = ProcPool(
+            self._label if number == 1 else f"{self._label}-p{number}",
+            self._outcomes,
+            before_send=_start_call,
+            start_method=config.process_start_method,
+            cpu=self._cpu,
+            batch_size=config.process_batch_size,
+            max_calls=config.max_calls_per_process,
+            max_memory=config.max_memory_per_process,
+        )
+        self._pools = [*self._pools, pool]
+        return pool
 
     @property
     def pools(self) -> list[ProcPool]:
@@ -147,11 +162,25 @@ class ProcessExecutor(ExecutorBackend):
         if not calls:
             return
         pools = self._pools
+        if len(pools) < self._max_pools and all(p.backlog() >= self._grow_at for p in pools):
+            with self._lock:
+                if len(self._pools) < self._max_pools:
+                    grown = self._add_pool()
+                    grown.start()
+                    _log.info(
+                        "%s: a backlog of %d calls: worker process %d of at most %d starts",
+                        self._label,
+                        min(p.backlog() for p in pools),
+                        len(self._pools),
+                        self._max_pools,
+                    )
+            pools = [p for p in self._pools if p.ready] or pools
         if len(pools) == 1:
+            pool = pools[0]
             with self._lock:
                 for call in calls:
-                    self._calls[id(call.owner)] = (self._pool, call)
-            self._pool.submit(calls)
+                    self._calls[id(call.owner)] = (pool, call)
+            pool.submit(calls)
             return
         loads = [pool.load() for pool in pools]
         shares: list[list[Call]] = [[] for _ in pools]

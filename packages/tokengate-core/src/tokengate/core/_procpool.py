@@ -304,6 +304,7 @@ class ProcPool:
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
         self._unstarted: list[Call] = []
+        self._eager = False
         self._started = 0
         self._recycled = 0
         self._completed = 0
@@ -434,6 +435,27 @@ class ProcPool:
                 mean_body=self._mean_body,
                 cpu_ratio=self._cpu_ratio,
             )
+
+    def start(self) -> None:
+        """Start the worker process now, before any call (the first call need not wait)."""
+        with self._lock:
+            if self._closed or self._thread is not None:
+                return
+            self._eager = True
+            self._thread = threading.Thread(
+                target=self._supervise, name=f"{self._label}-process", daemon=True
+            )
+            self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        """Whether a worker process is up and taking calls."""
+        proc = self._proc
+        return proc is not None and proc.ready and not proc.retiring
+
+    def backlog(self) -> int:
+        """Calls waiting in the parent for room in the worker (a lock-free estimate)."""
+        return len(self._pending)
 
     def load(self) -> int:
         """Calls queued or in flight (a cheap, lock-free estimate)."""
@@ -584,7 +606,7 @@ class ProcPool:
 
     # ------------------------------------------------------------------ the supervisor
     def _supervise(self) -> None:
-        eager = False
+        eager = self._eager
         while True:
             with self._lock:
                 while not self._closed and not self._pending and not eager:
