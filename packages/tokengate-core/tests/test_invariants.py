@@ -353,7 +353,7 @@ def _kill_storm(
     plugin = ReleaseCounterPlugin()
     host = plugin_manager()
     name = f"test-inv-release-counter-{seed}"
-    host.register(plugin, name=name)
+    host.register(plugin, name=name)  # for the whole storm: plans follow the plugin set
     try:
 
         @task_token_guard(operation_type="inv.i5.body")
@@ -364,59 +364,58 @@ def _kill_storm(
                 storm_over.wait(WAIT)
             return call_id
 
+        submitted: list[tuple[int, TaskToken[int]]] = []
+        lock = threading.Lock()
+        remaining = [submitters]
+        done_submitting = threading.Event()
+        with OperationsCoordinator(cores=4, workers_per_core=2, stop_timeout=WAIT) as coordinator:
+
+            def submit(index: int) -> None:
+                base = index * calls
+                try:
+                    for i in range(calls):
+                        token = body(base + i, (base + i) % keys)
+                        with lock:
+                            submitted.append((base + i, token))
+                finally:
+                    with lock:
+                        remaining[0] -= 1
+                        if remaining[0] == 0:
+                            done_submitting.set()
+
+            def kill(index: int) -> None:
+                rng = random.Random(seed * 31 + index)
+                passes_after = 0
+                while passes_after < 3:
+                    if done_submitting.is_set():
+                        passes_after += 1
+                    with lock:
+                        if rng.random() < 0.7:
+                            victims = [token for _, token in submitted[-60:]]
+                        else:
+                            pairs = rng.sample(submitted, min(40, len(submitted)))
+                            victims = [token for _, token in pairs]
+                    for victim in victims[:: max(1, kill_every)]:
+                        victim.kill("storm")
+                    if rng.random() < 0.02:
+                        coordinator.drain("inv.i5.body")
+                    if rng.random() < 0.005:
+                        coordinator.kill_operation("inv.i5.body", "storm")
+
+            def role(index: int) -> None:
+                if index < submitters:
+                    submit(index)
+                else:
+                    kill(index)
+
+            try:
+                run_threads(submitters + 2, role)
+            finally:
+                storm_over.set()
+            wait_all([token for _, token in submitted])
+            assert_registries_empty(coordinator)  # I3
     finally:
         host.unregister(name=name)
-
-    submitted: list[tuple[int, TaskToken[int]]] = []
-    lock = threading.Lock()
-    remaining = [submitters]
-    done_submitting = threading.Event()
-    with OperationsCoordinator(cores=4, workers_per_core=2, stop_timeout=WAIT) as coordinator:
-
-        def submit(index: int) -> None:
-            base = index * calls
-            try:
-                for i in range(calls):
-                    token = body(base + i, (base + i) % keys)
-                    with lock:
-                        submitted.append((base + i, token))
-            finally:
-                with lock:
-                    remaining[0] -= 1
-                    if remaining[0] == 0:
-                        done_submitting.set()
-
-        def kill(index: int) -> None:
-            rng = random.Random(seed * 31 + index)
-            passes_after = 0
-            while passes_after < 3:
-                if done_submitting.is_set():
-                    passes_after += 1
-                with lock:
-                    if rng.random() < 0.7:
-                        victims = [token for _, token in submitted[-60:]]
-                    else:
-                        pairs = rng.sample(submitted, min(40, len(submitted)))
-                        victims = [token for _, token in pairs]
-                for victim in victims[:: max(1, kill_every)]:
-                    victim.kill("storm")
-                if rng.random() < 0.02:
-                    coordinator.drain("inv.i5.body")
-                if rng.random() < 0.005:
-                    coordinator.kill_operation("inv.i5.body", "storm")
-
-        def role(index: int) -> None:
-            if index < submitters:
-                submit(index)
-            else:
-                kill(index)
-
-        try:
-            run_threads(submitters + 2, role)
-        finally:
-            storm_over.set()
-        wait_all([token for _, token in submitted])
-        assert_registries_empty(coordinator)  # I3
     return runs, submitted, plugin.extension
 
 
