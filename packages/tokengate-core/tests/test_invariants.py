@@ -149,7 +149,7 @@ def test_i1_same_key_same_core_under_concurrent_submission(round_: int) -> None:
         operation_type="inv.i1.light", tags={"sticky_anchor": "shared", "weight": "light"}
     )
     def light(key: str, pause: float) -> str:
-        return medium.__wrapped__(key, pause)  # type: ignore[attr-defined,no-any-return]
+        return medium.__wrapped__(key, pause)
 
     pauses = (0.0, 0.001)
     tokens: list[TaskToken[str]] = []
