@@ -268,9 +268,9 @@ def test_histograms_sample_fast_operations_and_the_counter_stays_exact(
     assert tokens_by(otel_sdk, "operation") == Counter({("sampled_fast",): total})
     (run,) = otel_sdk.points("tokengate.token.run.duration")
     (queue,) = otel_sdk.points("tokengate.token.queue.duration")
-    # the first window of 128 tokens is recorded whole; far fewer of the rest, far more
-    # than a handful: a sample, not a cut-off
-    assert 128 <= run.count < total // 2
+    # the tokens before the first rate estimate (every 128 tokens) are recorded whole; far
+    # fewer of the rest: a sample, not a cut-off
+    assert 100 <= run.count < total // 2
     assert queue.count == run.count
     assert run.sum > 0
 

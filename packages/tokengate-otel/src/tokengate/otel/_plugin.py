@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tokengate.core import OperationInfo, OperationsCoordinator, TokenExtension, hookimpl
+from tokengate.core.plugin import Plugin
 
 from ._extension import MetricsExtension, TracingExtension
 from ._telemetry import Telemetry
@@ -13,7 +14,7 @@ __all__ = ("PLUGIN_NAME", "InstrumentationPlugin")
 PLUGIN_NAME = "tokengate.otel"
 
 
-class InstrumentationPlugin:
+class InstrumentationPlugin(Plugin):
     """Hands every operation its extension and tracks the coordinators to report."""
 
     def __init__(self, telemetry: Telemetry) -> None:
