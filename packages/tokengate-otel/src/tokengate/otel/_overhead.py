@@ -213,7 +213,8 @@ def measure_overhead(
     meter_provider = MeterProvider(metric_readers=[reader])
     exporter = CountingExporter()
     tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    # a queue deep enough for a whole side: a dropped span would fail the final check
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 17))
     calls = [_seed_args(i) for i in range(tokens)]
     elapsed = dict.fromkeys(SIDES, 0.0)
     cpu = dict.fromkeys(SIDES, 0.0)
