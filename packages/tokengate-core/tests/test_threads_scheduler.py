@@ -80,7 +80,8 @@ def spin(stop: threading.Event | None, n: int, gauge: Gauge | None = None) -> in
 
 
 @task_token_guard("threads.meet", tags={"hash_policy": "none"})
-def meet(barrier: threading.Barrier, gauge: Gauge) -> int:
+def meet(barrier: threading.Barrier, gauge: Gauge, pause: float = 0.0) -> int:
+    time.sleep(pause)
     with gauge:
         return barrier.wait()
 
@@ -160,10 +161,9 @@ def test_a_managed_wait_hands_the_slot_to_a_compensating_worker() -> None:
 
 def test_forty_blocking_calls_run_at_once(two_cores: Harness) -> None:
     two_cores.submit(nap, 0.01).get(timeout=WAIT)  # measured: blocking
+    two_cores.submit(meet, threading.Barrier(1), Gauge(), 0.01).get(timeout=WAIT)  # too
     barrier = threading.Barrier(40, timeout=WAIT)
     gauge = Gauge()
-    # the same blocking operation as nap's... meet is measured by its own first call
-    two_cores.submit(meet, threading.Barrier(1), Gauge()).get(timeout=WAIT)
     tokens = [two_cores.submit(meet, barrier, gauge) for _ in range(40)]
     assert sorted(token.get(timeout=WAIT) for token in tokens) == list(range(40))
     assert gauge.peak == 40

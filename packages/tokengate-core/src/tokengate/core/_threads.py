@@ -216,6 +216,7 @@ class ThreadExecutor(ExecutorBackend):
         self._shared = _shared_for(domain)
         self._shared.executors.add(self)
         self._slots, self._monitor = cpu_slots()
+        self._monitor.register(self)
         self._lock = threading.Lock()
         self._cpu_q: deque[_Entry] = deque()
         self._io_q: deque[_Entry] = deque()
@@ -257,6 +258,8 @@ class ThreadExecutor(ExecutorBackend):
                     (io_q if entry[1].kind is BLOCKING else cpu_q).append(entry)
                 wake = self._kick()
                 entries = []
+                if cpu_q and self._runner is not None and not self._monitor.active:
+                    self._monitor.wake()  # tokens wait behind a busy runner
         for token, _ in entries:
             token.kill(f"the thread executor of {self._name} is shut down")
         if wake is not None:
@@ -278,7 +281,6 @@ class ThreadExecutor(ExecutorBackend):
             release = self._has_slot and self._runner is None
             if release:
                 self._has_slot = False
-                self._monitor.unwatch(self)  # under the lock: a new claim re-watches
             workers = list(self._workers)
         self._slots.withdraw(self)
         if release:
@@ -340,7 +342,7 @@ class ThreadExecutor(ExecutorBackend):
         (a parked one, or a new one when ``spawn``)."""
         if self._stopping or self._searching:
             return None
-        if self._cpu_q and not self._has_slot and self._slots.acquire_or_wait(self):
+        if self._cpu_q and not self._has_slot and self._slots.acquire_or_wait(self, self._monitor):
             self._claim_slot()
         if (self._has_slot and self._runner is None and self._cpu_q) or (
             self._io_q and (self._io_q[0][1].exempt or self._shared.blocking < self._shared.cap)
@@ -352,7 +354,6 @@ class ThreadExecutor(ExecutorBackend):
         self._has_slot = True
         self._runner = None
         self._slot_since = _perf()
-        self._monitor.watch(self)
 
     def _rouse(self, spawn: bool = True) -> _Worker | None:
         if self._idle:
@@ -398,7 +399,6 @@ class ThreadExecutor(ExecutorBackend):
             ):
                 self._runner = None  # time slice over: another domain waits for the slot
                 self._has_slot = False
-                self._monitor.unwatch(self)  # under the lock: a new claim re-watches
                 release = True
         if worker.searching:
             worker.searching = False
@@ -407,7 +407,6 @@ class ThreadExecutor(ExecutorBackend):
             if self._runner is worker:
                 self._runner = None
                 self._has_slot = False
-                self._monitor.unwatch(self)  # under the lock: a new claim re-watches
                 release = True
             return None, 0, release, starved, None
         cpu_q = self._cpu_q
@@ -426,15 +425,21 @@ class ThreadExecutor(ExecutorBackend):
                     worker.profile = entry[1]
                     worker.started = _perf()
                     worker.cpu_mark = None
+                    if cpu_q and not self._monitor.active:
+                        self._monitor.wake()  # tokens wait behind this body
                     wake = self._kick() if io_q else None
                     return entry, _CPU_JOB, release, starved, wake
                 if self._runner is None or self._runner is worker:
                     # nothing CPU-bound left: give the slot back
                     self._runner = None
                     self._has_slot = False
-                    self._monitor.unwatch(self)  # under the lock: a new claim re-watches
                     release = True
-            elif cpu_q and not self._has_slot and not release and self._slots.acquire_or_wait(self):
+            elif (
+                cpu_q
+                and not self._has_slot
+                and not release
+                and self._slots.acquire_or_wait(self, self._monitor)
+            ):
                 self._claim_slot()
                 continue
             while io_q:
@@ -590,21 +595,22 @@ class ThreadExecutor(ExecutorBackend):
             self._wake(wake)
         return True
 
-    def inspect_runner(self, now: float) -> None:
+    def inspect_runner(self, now: float) -> bool:
         """Take the slot from a runner blocked in its body, or long-running while others
-        wait (called by the slot monitor)."""
+        wait (called by the slot monitor). True while a token of the domain waits for a
+        slot behind a busy runner, or any domain waits for one."""
         release = False
         wake = None
         with self._lock:
-            if not self._has_slot:
-                self._monitor.unwatch(self)
-                return
             worker = self._runner
             if worker is None or worker.token is None:
-                return
+                return False
+            waiting = bool(self._cpu_q) or self._slots.contended
+            if not waiting:
+                return False
             age = now - worker.started
             if age < MIN_WINDOW:
-                return
+                return True
             blocked = False
             clock = worker.clock
             if clock is not None:
@@ -618,14 +624,9 @@ class ThreadExecutor(ExecutorBackend):
                     blocked = window >= MIN_WINDOW and cpu_now - mark < BLOCKED_SHARE * window
                 worker.cpu_mark = cpu_now
                 worker.wall_mark = now
-            long = (
-                not blocked
-                and age >= LONG_BODY
-                and self._lent < MAX_LENT
-                and (bool(self._cpu_q) or self._slots.contended)
-            )
+            long = not blocked and age >= LONG_BODY and self._lent < MAX_LENT
             if not (blocked or long):
-                return
+                return True
             self._runner = None
             worker.detached = True
             if long:
@@ -647,12 +648,12 @@ class ThreadExecutor(ExecutorBackend):
                 wake = self._rouse() if not self._searching else None
             else:
                 self._has_slot = False
-                self._monitor.unwatch(self)  # under the lock: a new claim re-watches
                 release = True
         if release:
             self._slots.release()
         if wake is not None:
             self._wake(wake)
+        return True
 
     # ------------------------------------------------------------------ managed blocking
     def _begin_wait(self, worker: _Worker) -> None:
@@ -666,7 +667,6 @@ class ThreadExecutor(ExecutorBackend):
                 worker.detached = True
                 if not self._cpu_q or self._stopping:
                     self._has_slot = False
-                    self._monitor.unwatch(self)  # under the lock: a new claim re-watches
                     release = True
             elif worker.io_slot:
                 worker.io_slot = False

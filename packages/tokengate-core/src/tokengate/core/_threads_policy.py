@@ -203,8 +203,8 @@ class SlotUser(Protocol):
         """Take a slot handed over by :class:`CpuSlots`; False refuses it (no work left)."""
         ...
 
-    def inspect_runner(self, now: float) -> None:
-        """Called by the monitor while the domain holds a slot."""
+    def inspect_runner(self, now: float) -> bool:
+        """Called by the monitor; True while a token of the domain waits for a slot."""
         ...
 
 
@@ -229,16 +229,19 @@ class CpuSlots:
         """Slots nobody holds."""
         return self._free
 
-    def acquire_or_wait(self, user: SlotUser) -> bool:
+    def acquire_or_wait(self, user: SlotUser, monitor: SlotMonitor | None = None) -> bool:
         """Take a slot now (True) or queue ``user`` for the next free one (False; its
-        ``grant_slot`` is called then). Safe under a domain's lock: it never calls back."""
+        ``grant_slot`` is called then; ``monitor`` is woken to watch the holders). Safe under
+        a domain's lock: it never calls back."""
         with self._lock:
             if self._free > 0 and not self._waiters:
                 self._free -= 1
                 return True
             if user not in self._waiters:
                 self._waiters.append(user)
-            return False
+        if monitor is not None:
+            monitor.wake()
+        return False
 
     def withdraw(self, user: SlotUser) -> None:
         """Stop waiting (the domain is shutting down)."""
@@ -267,23 +270,36 @@ class CpuSlots:
 
 
 class SlotMonitor:
-    """One daemon thread per process that looks at slot holders every ``PERIOD`` seconds,
-    and only while some domain holds a slot."""
+    """One daemon thread per process that looks at the slot holders every ``PERIOD``
+    seconds, and only while some token waits for a slot (behind a busy runner, or in
+    another domain): with nobody waiting, a long or blocked runner holds up no one, and the
+    monitor sleeps without a timer."""
 
     PERIOD = 0.005
 
-    __slots__ = ("_event", "_lock", "_thread", "_watched")
+    __slots__ = ("_event", "_lock", "_thread", "_users", "active")
 
     def __init__(self) -> None:
-        self._watched: weakref.WeakSet[SlotUser] = weakref.WeakSet()
+        self._users: weakref.WeakSet[SlotUser] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._event = threading.Event()
         self._thread: threading.Thread | None = None
+        #: True while the monitor looks (read without the lock to keep :meth:`wake` cheap)
+        self.active = False
 
-    def watch(self, user: SlotUser) -> None:
-        """Look at ``user``'s slot holder until :meth:`unwatch`."""
+    def register(self, user: SlotUser) -> None:
+        """Include ``user`` in every look (held weakly)."""
         with self._lock:
-            self._watched.add(user)
+            self._users.add(user)
+
+    def wake(self) -> None:
+        """Some token waits for a slot: look at the holders until nobody waits."""
+        if self.active:
+            return
+        with self._lock:
+            if self._is_active():
+                return
+            self.active = True
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._main, name="tokengate-cpu-slot-monitor", daemon=True
@@ -291,30 +307,35 @@ class SlotMonitor:
                 self._thread.start()
         self._event.set()
 
-    def unwatch(self, user: SlotUser) -> None:
-        """Stop looking at ``user``."""
-        with self._lock:
-            self._watched.discard(user)
+    def _is_active(self) -> bool:
+        return self.active
+
+    def _look(self) -> bool:
+        now = time.perf_counter()
+        waiting = False
+        for user in list(self._users):
+            try:
+                waiting = user.inspect_runner(now) or waiting
+            except Exception:
+                _log.exception("inspecting the CPU slot of %r failed", user)
+        return waiting
 
     def _main(self) -> None:
         sleep = time.sleep
-        perf = time.perf_counter
         while True:
-            with self._lock:
-                users = list(self._watched)
-                if not users:
+            self._event.wait()
+            while True:
+                sleep(self.PERIOD)
+                if self._look():
+                    continue
+                with self._lock:
+                    self.active = False
                     self._event.clear()
-            if not users:
-                self._event.wait()
-                continue
-            sleep(self.PERIOD)
-            now = perf()
-            for user in users:
-                try:
-                    user.inspect_runner(now)
-                except Exception:
-                    _log.exception("inspecting the CPU slot of %r failed", user)
-            del users
+                # a wake() that saw active still True returned: look once more
+                if not self._look():
+                    break
+                with self._lock:
+                    self.active = True
 
 
 _SLOTS: CpuSlots | None = None
