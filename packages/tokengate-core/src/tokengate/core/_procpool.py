@@ -4,9 +4,12 @@ Nothing here knows about tokens. A :class:`ProcPool` owns one worker process at 
 replaces it when it dies, is killed or retires) and runs :class:`Call` objects in it:
 
 * **Batched, pipelined.** Calls go over in batches (up to ``batch_size`` per message), and
-  several batches may be in flight, so the worker never waits for the parent; outcomes come
-  back in batches too. How many calls are in flight adapts to the measured body time (about
-  :data:`QUEUE_SECONDS` of work), so long bodies are not queued far ahead.
+  several batches may be in flight, so the worker never waits for the parent. How many calls
+  are in flight adapts to the measured body time (about :data:`QUEUE_SECONDS` of work; only
+  the running one before anything is measured or while a body runs long), and the window is
+  refilled half at a time, so a steady stream crosses in batches. The worker writes each
+  outcome as its body ends (nothing finished is lost if it dies next); the parent reads all
+  that has arrived at once and hands it on as one batch.
 * **Functions once.** A function crosses once per worker process (by reference when it is
   importable by module and qualified name, else by value through cloudpickle) and is referred
   to by a number afterwards.
@@ -14,8 +17,9 @@ replaces it when it dies, is killed or retires) and runs :class:`Call` objects i
   with the parent right before it starts and right after it ends. When the process dies, the
   calls it had started fail (the one running with the cause of death); the ones it had not
   started are sent, once more, to the replacement.
-* **Hard stops.** :meth:`ProcPool.cancel` of a running call kills the process (after giving
-  the outcomes before it a moment to arrive) and starts a fresh one; nothing else is lost.
+* **Hard stops.** :meth:`ProcPool.cancel` of a running call kills the process and starts a
+  fresh one; the outcomes written before stay readable, the calls queued behind go to the
+  fresh process: nothing else is lost.
 * **Recycling.** With ``max_calls`` or ``max_memory`` (resident bytes) the worker retires
   itself between two calls; the calls queued behind go to its replacement.
 
@@ -844,9 +848,18 @@ class ProcPool:
                 f"({_describe_exit(code)}); if it fails at start-up, check that the main module "
                 "guards its entry point with if __name__ == '__main__'"
             )
+        elif proc.killed_for and not self._closed:
+            _log.info(
+                "%s: the worker process (pid %s) was killed to stop a body; %d calls it had "
+                "not started go to a fresh one",
+                self._label,
+                pid,
+                len(again),
+            )
         elif not retired and not self._closed:
             _log.warning(
-                "%s: the worker process (pid %s) ended (%s); %d calls go to a fresh one",
+                "%s: the worker process (pid %s) died (%s); %d calls it had not started go "
+                "to a fresh one",
                 self._label,
                 pid,
                 _describe_exit(code),
