@@ -3,7 +3,8 @@
 Rounds alternate between the two sides on one coordinator: *plain* (no dashboard) and
 *watched* (the dashboard served at its default 1-second refresh, with a client reading the
 live feed and decoding every event, as the page does). Each round runs the same waves of the
-seed workload (submit, then ``asyncio.gather``); the figure is tokens per second. The feed
+seed workload (submit, then ``asyncio.gather``); the figures are tokens per second and the
+process's CPU time per token (less sensitive than throughput to other jobs on the machine). The feed
 client runs in this process, so it competes for the GIL as a real browser would not: the
 measured cost is an upper bound.
 
@@ -82,6 +83,8 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     plain: list[float] = []
     watched: list[float] = []
+    plain_cpu: list[float] = []
+    watched_cpu: list[float] = []
     feed_events = 0
     sampling_cpu = 0.0
     samples = 0
@@ -94,7 +97,9 @@ def main() -> None:
             if serve:
                 server = serve_dashboard(coordinator, port=0)
                 reader = FeedReader(server.url).start()
+            cpu_start = time.process_time()
             tokens, elapsed = asyncio.run(_waves(sizes))
+            cpu = (time.process_time() - cpu_start) / tokens * 1e6
             rate = tokens / elapsed
             if reader is not None and server is not None:
                 feed_events += reader.events
@@ -104,10 +109,13 @@ def main() -> None:
                 reader.stop()
                 server.stop()
                 watched.append(rate)
+                watched_cpu.append(cpu)
             else:
                 plain.append(rate)
+                plain_cpu.append(cpu)
             print(
                 f"round {index + 1:2d} {'watched' if serve else 'plain  '} {rate:10,.0f} tokens/s"
+                f" {cpu:8.1f} us CPU/token"
             )
     pairs = [w / p for p, w in zip(plain, watched, strict=True)]
     result: dict[str, Any] = {
@@ -116,6 +124,9 @@ def main() -> None:
         "ratio_of_medians": statistics.median(watched) / statistics.median(plain),
         "ratio_per_pair_median": statistics.median(pairs),
         "pairs": pairs,
+        "plain_cpu_us_per_token": statistics.median(plain_cpu),
+        "watched_cpu_us_per_token": statistics.median(watched_cpu),
+        "cpu_ratio": statistics.median(watched_cpu) / statistics.median(plain_cpu),
         "feed_events": feed_events,
         "samples": samples,
         "sampling_cpu_seconds": sampling_cpu,
@@ -127,6 +138,11 @@ def main() -> None:
         f"plain {result['plain_median']:,.0f}/s, watched {result['watched_median']:,.0f}/s: "
         f"watched/plain = {result['ratio_of_medians']:.3f} (median of pairs "
         f"{result['ratio_per_pair_median']:.3f}); {feed_events} events read"
+    )
+    print(
+        f"CPU per token (whole process): plain {result['plain_cpu_us_per_token']:.1f} us, "
+        f"watched {result['watched_cpu_us_per_token']:.1f} us: "
+        f"watched/plain = {result['cpu_ratio']:.3f}"
     )
     print(
         f"sampling: {samples} samples, {sampling_cpu * 1000:.0f} ms of CPU in "

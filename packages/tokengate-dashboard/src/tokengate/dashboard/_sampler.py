@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tokengate.core import OperationsCoordinator, TaskToken
+    from tokengate.core import OperationsCoordinator
 
 __all__ = ("LIMITS", "MAX_DUTY", "Sampler", "Tick", "bounded")
 
@@ -48,8 +48,8 @@ class _Limits:
 LIMITS = _Limits()
 #: Largest share of the time the sampler may spend sampling (it samples less often if needed).
 MAX_DUTY = 0.01
-#: Above this many tokens in flight, the per-operation in-flight counts are refreshed only
-#: every ``RECOUNT_EVERY`` samples.
+#: Above this many tokens in flight, the list of in-flight tokens and the per-operation
+#: in-flight counts are refreshed only every ``RECOUNT_EVERY`` samples.
 LARGE_BACKLOG = 2000
 RECOUNT_EVERY = 5
 
@@ -153,7 +153,7 @@ class Sampler:
         self._wake: asyncio.Event | None = None
         self._closed = False
         self._cost = 0.0
-        self._by_op: Counter[str] | None = None
+        self._live_cache: tuple[list[dict[str, Any]], Counter[str]] | None = None
         self._recount = 0
         self._cpu_total = 0.0
         self._samples = 0
@@ -285,8 +285,8 @@ class Sampler:
             int(c.get("busy_workers", c.get("busy", 0)) or 0) for c in cores if isinstance(c, dict)
         )
 
-        in_flight = coordinator.in_flight()
-        live_by_op = self._count_by_operation(in_flight)
+        live_total = int(raw.get("in_flight", 0) or 0)
+        live_rows, live_by_op = self._live(live_total)
         paused_ops = [str(op) for op in raw.get("paused_operations", ())]
         operations, operations_total = self._operations(raw, live_by_op, paused_ops, elapsed)
 
@@ -300,7 +300,7 @@ class Sampler:
             ),
             "p50": _ms(_percentile(latencies, 0.50)),
             "p99": _ms(_percentile(latencies, 0.99)),
-            "in_flight": len(in_flight),
+            "in_flight": live_total,
             "queued": queued,
             "busy": busy,
         }
@@ -332,7 +332,7 @@ class Sampler:
                 "running": bool(raw.get("running", False)),
                 "paused": bool(raw.get("paused", False)),
                 "paused_operations": paused_ops[: LIMITS.operations],
-                "in_flight": int(raw.get("in_flight", len(in_flight)) or 0),
+                "in_flight": live_total,
                 "submitted": int(raw.get("submitted", 0) or 0),
                 "sticky_pins": int(raw.get("sticky_pins", len(pins)) or 0),
             },
@@ -351,30 +351,33 @@ class Sampler:
                 "domains": domains,
             },
             "tokens": {
-                "total": len(in_flight),
-                "items": [
-                    {
-                        "token_id": t.token_id,
-                        "operation_type": bounded(t.operation_type),
-                        "state": t.state.value,
-                        "core_id": t.core_id,
-                    }
-                    for t in in_flight[: LIMITS.tokens]
-                ],
+                "total": live_total,
+                "items": live_rows,
             },
             "recent": [bounded(r.as_dict()) for r in records[: LIMITS.recent]],
             "errors": list(self._errors),
             "extra": extra,
         }
 
-    def _count_by_operation(self, in_flight: list[TaskToken[Any]]) -> Counter[str]:
-        """In-flight tokens per operation; under a large backlog recounted only every
-        ``RECOUNT_EVERY`` samples (counting is a pass over every in-flight token)."""
-        if len(in_flight) <= LARGE_BACKLOG or self._recount <= 0 or self._by_op is None:
-            self._by_op = Counter(t.operation_type for t in in_flight)
+    def _live(self, live_total: int) -> tuple[list[dict[str, Any]], Counter[str]]:
+        """The oldest in-flight tokens (rows) and the in-flight count per operation. Both
+        take a pass over every in-flight token: under a large backlog they are refreshed only
+        every ``RECOUNT_EVERY`` samples."""
+        if live_total <= LARGE_BACKLOG or self._recount <= 0 or self._live_cache is None:
+            tokens = self._coordinator.in_flight()
+            rows = [
+                {
+                    "token_id": t.token_id,
+                    "operation_type": bounded(t.operation_type),
+                    "state": t.state.value,
+                    "core_id": t.core_id,
+                }
+                for t in tokens[: LIMITS.tokens]
+            ]
+            self._live_cache = (rows, Counter(t.operation_type for t in tokens))
             self._recount = RECOUNT_EVERY
         self._recount -= 1
-        return self._by_op
+        return self._live_cache
 
     def _operations(
         self,
