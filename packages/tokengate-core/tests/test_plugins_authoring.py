@@ -303,6 +303,7 @@ _LOAD = """
         except Exception as exc:
             result = {"raised": f"{type(exc).__name__}: {exc}"}
     result["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
+    result["where"] = sorted({w.filename for w in caught})
     result["logged"] = records
     print(json.dumps(result))
 """
@@ -323,6 +324,7 @@ def test_an_entry_point_that_fails_warns_and_logs(tmp_path: Path) -> None:
     )
     assert "ImportError('broken on purpose')" in warned[0]
     assert "TOKENGATE_STRICT_PLUGINS=1" in warned[0]
+    assert result["where"] == ["<string>"]  # points at the application's line, not ours
     assert any("broken on purpose" in m for m in result["logged"])
     assert (
         "PluginLoadWarning: plugin 'regfail' failed in tokengate_register_tags: "

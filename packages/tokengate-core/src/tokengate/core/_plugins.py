@@ -14,6 +14,7 @@ import importlib.metadata
 import inspect
 import logging
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Mapping
@@ -76,6 +77,17 @@ class PluginLoadWarning(UserWarning):
 class PluginResultError(PluginError):
     """A hook returned a value of the wrong kind. Raised where the hook is called (at
     decoration for the per-operation hooks), naming the plugin and the hook."""
+
+
+def _first_frame_outside_tokengate() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside ``tokengate``
+    (the application line that first used the plugin host)."""
+    frame = sys._getframe(1)  # our caller: the function that warns (stacklevel 1)
+    level = 1
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("tokengate."):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def _truthy(name: str) -> bool:
@@ -275,7 +287,7 @@ class PluginHost:
             f"{message}; {consequence} (set {STRICT_ENV}=1 to make this an error, or "
             f"{DISABLED_ENV}=<name> to stop loading it)",
             PluginLoadWarning,
-            stacklevel=4,
+            stacklevel=_first_frame_outside_tokengate(),
         )
 
     def _load_entry_points(self) -> None:
