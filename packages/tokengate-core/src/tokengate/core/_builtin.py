@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
@@ -95,8 +96,11 @@ def _process_pool_agrees(tags: Mapping[str, object]) -> None:
 
 
 def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number of seconds")
+    if not math.isfinite(value) or value > threading.TIMEOUT_MAX:
+        raise ValueError(
+            f"must be a finite number of seconds, at most {threading.TIMEOUT_MAX:g} "
+            "(threading.TIMEOUT_MAX); leave the tag out for no deadline"
+        )
     return value
 
 
@@ -168,7 +172,7 @@ class BuiltinPlugin:
         registry.add(
             "timeout",
             Annotated[float, Field(gt=0, strict=True), AfterValidator(_finite)] | None,
-            allowed="a number of seconds > 0",
+            allowed="a number of seconds > 0 and at most threading.TIMEOUT_MAX",
             description="deadline from submission; missed → TIMEOUT",
             owner=OWNER,
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
@@ -42,7 +44,8 @@ class CoordinatorConfig(BaseModel):
         pin_cpus: bind each domain's threads and process to one CPU (Linux).
         history_size: execution records kept (newest first).
         operation_stats_limit: operations tracked in ``stats().operations``.
-        stop_timeout: seconds ``stop(wait=True)`` waits when no timeout is given.
+        stop_timeout: seconds ``stop(wait=True)`` waits when no timeout is given
+            (``math.inf``: as long as the admitted work takes).
         process_start_method: how process-domain workers start (``spawn`` or ``forkserver``).
         max_calls_per_process: replace a domain's worker process after it ran this many
             calls (None: never).
@@ -78,6 +81,16 @@ class CoordinatorConfig(BaseModel):
     processes_per_core: int | None = Field(default=None, ge=1, le=256, strict=True)
     max_blocking_threads: int = Field(default=40, ge=1, le=4096, strict=True)
     max_compensation_threads: int = Field(default=32, ge=0, le=4096, strict=True)
+
+    @field_validator("stop_timeout")
+    @classmethod
+    def _check_stop_timeout(cls, value: float) -> float:
+        if value != math.inf and value > threading.TIMEOUT_MAX:
+            raise ValueError(
+                f"must be at most {threading.TIMEOUT_MAX:g} seconds (threading.TIMEOUT_MAX), "
+                "or math.inf to wait as long as the work takes"
+            )
+        return value
 
     @field_validator("storage_limits", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any, Self, TypeVar
 from pydantic import ValidationError
 
 from ._config import CoordinatorConfig, machine_cpus
-from ._deadlines import DeadlineWatcher
+from ._deadlines import DeadlineWatcher, bounded_wait, check_timeout
 from ._enums import StorageSpeed, TokenState
 from ._errors import ConfigurationError, CoordinatorNotRunningError, PluginError, RoutingError
 from ._guard import CURRENT, push_running, remove_running
@@ -28,6 +29,7 @@ from ._metrics import (
     CoreStats,
     ExecutionRecord,
     OperationMetrics,
+    error_text,
 )
 from ._plan import OperationPlan
 from ._plugins import plugin_manager
@@ -59,6 +61,12 @@ _perf = time.perf_counter
 _TOKEN_IDS = itertools.count(1)
 _COORDINATOR_IDS = itertools.count(1)
 _ADMITTED_ONLY = frozenset({ADMITTED})
+#: Held (paused) tokens that ended are dropped in amortised sweeps once the queue reaches this
+#: size or twice what the last sweep kept.
+_HELD_SWEEP_MIN = 1024
+#: Longest wait handed to a backend's ``shutdown`` (select/epoll reject waits of about 25 days
+#: and more); ``stop(timeout=math.inf)`` has already waited for every token by then.
+_LONGEST_BACKEND_WAIT = 86_400.0
 
 
 class OperationsCoordinator:
@@ -114,9 +122,13 @@ class OperationsCoordinator:
         self._lock = threading.RLock()
         self._route_lock = threading.Lock()
         self._running = False
+        # Set while a stop() runs: a second stop() and start() wait on it.
+        self._stopping: threading.Event | None = None
+        self._stopper: int | None = None
         self._paused = False
         self._paused_ops: set[str] = set()
         self._held: deque[TaskToken[Any]] = deque()
+        self._held_sweep_at = _HELD_SWEEP_MIN
         self._tokens: dict[int, TaskToken[Any]] = {}
         self._sticky = StickyRegistry()
         self._domains: list[CoreDomain] = []
@@ -129,8 +141,9 @@ class OperationsCoordinator:
         self._bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBridge] = (
             weakref.WeakKeyDictionary()
         )
-        # (loop, bridge) of the last lookup, one tuple so that threads never mix two pairs
-        self._last_pair: tuple[asyncio.AbstractEventLoop, LoopBridge] | None = None
+        # (weak loop, bridge) of the last lookup, one tuple so that threads never mix two
+        # pairs; weak, so that the last loop that awaited a token is not kept alive either
+        self._last_pair: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopBridge] | None = None
         self._idle = threading.Event()
         self._watch_idle = False
         self._ext_state: dict[Hashable, Any] = {}
@@ -179,48 +192,70 @@ class OperationsCoordinator:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Self:
-        """Start the worker threads and become the current coordinator. Idempotent."""
-        with self._lock:
-            if self._running:
-                _log.warning("%s is already running", self._name)
-                return self
-            config = self._config
-            self._domains = [
-                CoreDomain(
-                    core,
-                    config.workers_per_core,
-                    config.mailbox_capacity,
-                    self.cpu_of(core) if config.pin_cpus else None,
+        """Start the worker threads and become the current coordinator. Idempotent.
+
+        If a ``stop()`` is in progress (in another thread), waits for it to return first, then
+        starts afresh.
+
+        Raises:
+            RuntimeError: called while this very thread is running ``stop()`` (from a
+                done-callback of a token that ``stop()`` ends).
+        """
+        while True:
+            with self._lock:
+                stopping = self._stopping
+                if stopping is None:
+                    if self._running:
+                        _log.warning("%s is already running", self._name)
+                        return self
+                    self._start_locked()
+                    break
+            if self._stopper == threading.get_ident():
+                raise RuntimeError(
+                    f"{self._name}.start() was called while this thread is stopping it (from a "
+                    "done-callback?); call start() after stop() has returned"
                 )
-                for core in range(1, config.cores + 1)
-            ]
-            self._counters = [0] + [
-                (core - 1) * config.workers_per_core for core in range(1, config.cores + 1)
-            ]
-            self._core_cache.clear()
-            self._deadlines = DeadlineWatcher(f"{self._name}-deadlines")
-            self._idle.clear()
-            self._watch_idle = False
-            for domain in self._domains:
-                for worker in domain.workers:
-                    thread = threading.Thread(
-                        target=self._worker_main,
-                        args=(domain, worker),
-                        name=f"{self._name}-core{domain.core_id}-w{worker.index}",
-                        daemon=True,
-                    )
-                    worker.thread = thread
-                    thread.start()
-            self._running = True
+            stopping.wait()
         push_running(self)
         plugin_manager().coordinator_started(self)
         _log.info(
             "%s started: %d cores x %d workers",
             self._name,
-            config.cores,
-            config.workers_per_core,
+            self._config.cores,
+            self._config.workers_per_core,
         )
         return self
+
+    def _start_locked(self) -> None:
+        """Build the domains and start the worker threads (under the lifecycle lock)."""
+        config = self._config
+        self._domains = [
+            CoreDomain(
+                core,
+                config.workers_per_core,
+                config.mailbox_capacity,
+                self.cpu_of(core) if config.pin_cpus else None,
+            )
+            for core in range(1, config.cores + 1)
+        ]
+        self._counters = [0] + [
+            (core - 1) * config.workers_per_core for core in range(1, config.cores + 1)
+        ]
+        self._core_cache.clear()
+        self._deadlines = DeadlineWatcher(f"{self._name}-deadlines")
+        self._idle.clear()
+        self._watch_idle = False
+        for domain in self._domains:
+            for worker in domain.workers:
+                thread = threading.Thread(
+                    target=self._worker_main,
+                    args=(domain, worker),
+                    name=f"{self._name}-core{domain.core_id}-w{worker.index}",
+                    daemon=True,
+                )
+                worker.thread = thread
+                thread.start()
+        self._running = True
 
     def stop(
         self, *, wait: bool = True, cancel_pending: bool = False, timeout: float | None = None
@@ -231,26 +266,57 @@ class OperationsCoordinator:
             wait: let admitted work finish, for at most ``timeout`` seconds; without it every
                 token not yet terminal is killed at once.
             cancel_pending: kill what has not started before waiting.
-            timeout: bound of the wait (default: ``config.stop_timeout``). Tokens still
-                running after it end ``KILLED``; their threads are abandoned and reported.
+            timeout: bound of the wait (default: ``config.stop_timeout``); ``math.inf``
+                waits as long as the admitted work takes. Tokens still running after it end
+                ``KILLED``; their threads are abandoned and reported.
+
+        Stops are serialized: a ``stop()`` called while another is in progress (from another
+        thread) waits for that one to return; ``start()`` meanwhile waits too.
 
         Raises:
             RuntimeError: called from inside one of this coordinator's own tokens.
+            ValueError: ``timeout`` is negative, NaN or finite beyond
+                ``threading.TIMEOUT_MAX`` (``TypeError``: not a number).
         """
         if CURRENT.get() is self and threading.current_thread().name.startswith(self._name):
             raise RuntimeError(
                 f"{self._name}.stop() was called from inside one of its own tokens; "
                 "call stop() from outside the coordinator"
             )
+        limit = check_timeout(timeout, f"{self._name}.stop()")
         with self._lock:
-            if not self._running:
-                return
-            self._running = False
+            stopping = self._stopping
+            mine = stopping is None
+            if mine:
+                if not self._running:
+                    return
+                self._running = False
+                stopping = self._stopping = threading.Event()
+                self._stopper = threading.get_ident()
+        assert stopping is not None
+        if not mine:
+            if self._stopper != threading.get_ident():  # not re-entered from our own callbacks
+                stopping.wait()
+            return
+        try:
+            self._stop(wait, cancel_pending, timeout, limit)
+        finally:
+            with self._lock:
+                self._stopping = None
+                self._stopper = None
+            stopping.set()
+
+    def _stop(
+        self, wait: bool, cancel_pending: bool, timeout: float | None, limit: float | None
+    ) -> None:
         remove_running(self)
-        limit = self._config.stop_timeout if timeout is None else timeout
+        if timeout is None:
+            limit = self._config.stop_timeout
+        elif limit is None:
+            limit = math.inf
         if not wait:  # nothing to wait for: only a short grace for threads to exit
             limit = min(limit, 1.0)
-        deadline = time.monotonic() + max(0.0, limit)
+        deadline = time.monotonic() + limit
         with self._lock:
             held = list(self._held)
             self._held.clear()
@@ -286,7 +352,7 @@ class OperationsCoordinator:
                 thread = worker.thread
                 if thread is None or thread is current:
                     continue
-                thread.join(max(0.05, deadline - time.monotonic()))
+                thread.join(bounded_wait(max(0.05, deadline - time.monotonic())))
                 if thread.is_alive():
                     _worker_log.warning(
                         "%s: worker thread %s did not return (a body that never returns); "
@@ -298,7 +364,9 @@ class OperationsCoordinator:
         for domain in self._domains:
             if domain.backend is not None:
                 try:
-                    domain.backend.shutdown(max(0.5, deadline - time.monotonic()))
+                    domain.backend.shutdown(
+                        max(0.5, min(deadline - time.monotonic(), _LONGEST_BACKEND_WAIT))
+                    )
                 except Exception:
                     _log.exception("shutting down the backend of core %d failed", domain.core_id)
         # A call that passed the running check just before stop may have registered since.
@@ -406,6 +474,8 @@ class OperationsCoordinator:
     def _hold(self, token: TaskToken[Any]) -> bool:
         with self._lock:
             if self._paused or token.operation_type in self._paused_ops:
+                if len(self._held) >= self._held_sweep_at:
+                    self._sweep_held()  # tokens killed one by one while held
                 self._held.append(token)
                 return True
         return False
@@ -462,9 +532,16 @@ class OperationsCoordinator:
                     f"routing policy {plan.policy!r} failed for {token.token_id}: {exc!r}"
                 ) from exc
         key: Hashable = None
+        pin: Hashable = None
         if core is None:
             if plan.key_fn is not None:
-                key = (plan.anchor, plan.key_fn(token.args, token.kwargs))
+                # Outside the routing lock: fingerprinting and hashing run user code
+                # (__hash__, __eq__), which must not stall other threads' routing. The pin is
+                # what release needs, fixed now: a body that mutates its argument later
+                # cannot strand it.
+                fingerprint = plan.key_fn(token.args, token.kwargs)
+                key = (plan.anchor, fingerprint)
+                pin = (plan.anchor, hash(fingerprint))
         elif not isinstance(core, int) or not 1 <= core <= self._config.cores:
             raise RoutingError(
                 f"a plugin routed token {token.token_id} to core {core!r}; this coordinator "
@@ -474,12 +551,13 @@ class OperationsCoordinator:
         with self._route_lock:
             if core is None:
                 core = self._candidate(cores)
-                if key is not None:
-                    core = self._sticky.acquire(key, core)
+                if pin is not None:
+                    token._pin = pin  # before the hold: releasing a pin never taken is a no-op
+                    core = self._sticky.acquire(pin, core)
                     token.sticky_key = key
             position = counters[core]
             counters[core] = position + 1
-        if key is not None and token._state in TERMINAL:
+        if pin is not None and token._state in TERMINAL:
             # killed or timed out while being routed: its terminal move may have missed the pin
             self._release_sticky(token)
             return
@@ -489,10 +567,7 @@ class OperationsCoordinator:
     def _release_sticky(self, token: TaskToken[Any]) -> None:
         """Release the token's pin exactly once (routing and the terminal move may race)."""
         with self._route_lock:
-            key = token.sticky_key
-            if key is not None:
-                token.sticky_key = None
-                self._sticky.release(key)
+            self._sticky.release_token(token)
 
     def _worker_main(self, domain: CoreDomain, worker: Worker) -> None:
         CURRENT.set(self)
@@ -543,24 +618,28 @@ class OperationsCoordinator:
         token.worker_id = worker.index
         states: list[object] = []
         try:
-            for ext in plan.ext_around:
-                states.append(ext.before_execute(token))
-            if plan.on_started is not None:
-                plan.on_started(token=token)
-        except BaseException as exc:
-            token._finish(
-                FAILED,
-                exc=PluginError(f"a plugin failed before {token.token_id} ran: {exc!r}"),
-            )
-        else:
-            _run_body(token, plan)
-        for ext, state in zip(plan.ext_around, states, strict=False):
             try:
-                ext.after_execute(token, state)
-            except Exception:
-                _log.exception("after_execute of %r failed for %s", ext, token.token_id)
-        if token._holds_slot:
-            self._release_slot(token)
+                for ext in plan.ext_around:
+                    states.append(ext.before_execute(token))
+                if plan.on_started is not None:
+                    plan.on_started(token=token)
+            except BaseException as exc:
+                token._finish(
+                    FAILED,
+                    exc=PluginError(f"a plugin failed before {token.token_id} ran: {exc!r}"),
+                )
+            else:
+                _run_body(token, plan)
+        finally:
+            # Whatever the terminal move raised (a done-callback's SystemExit): the extensions
+            # leave this thread (no conductor domain stays active on it) and the slot frees.
+            for ext, state in zip(plan.ext_around, states, strict=False):
+                try:
+                    ext.after_execute(token, state)
+                except BaseException:  # every extension must leave the thread
+                    _log.exception("after_execute of %r failed for %s", ext, token.token_id)
+            if token._holds_slot:
+                self._release_slot(token)
 
     def _release_slot(self, token: TaskToken[Any]) -> None:
         plan = token._plan
@@ -590,52 +669,77 @@ class OperationsCoordinator:
         return backend
 
     def _on_terminal(self, token: TaskToken[Any]) -> None:
-        """The release steps of a terminal move (run exactly once per token)."""
+        """The release steps of a terminal move (run exactly once per token).
+
+        Re-entrant: when an asynchronous exception (``KeyboardInterrupt``) interrupts it, the
+        token calls it again. Forgetting the token and releasing its pin are idempotent; the
+        other steps are marked in ``token._release_step`` before they run, so none runs twice.
+        A ``BaseException`` that is not an ``Exception`` from a hook does not skip the later
+        steps: it is re-raised after them.
+        """
         plan = token._plan
         self._tokens.pop(token.seq, None)
-        if token.sticky_key is not None:
+        if token._pin is not None:
             self._release_sticky(token)
-        if not plan.plain_terminal:
-            for ext in plan.ext_terminal:
-                try:
-                    ext.on_terminal(token)
-                except Exception:
-                    _log.exception("on_terminal of %r failed for %s", ext, token.token_id)
+        interrupt: BaseException | None = None
+        if token._release_step < 1:
+            token._release_step = 1
+            if not plan.plain_terminal:
+                for ext in plan.ext_terminal:
+                    try:
+                        ext.on_terminal(token)
+                    except BaseException as exc:  # every step must run
+                        _log.exception("on_terminal of %r failed for %s", ext, token.token_id)
+                        if interrupt is None and not isinstance(exc, Exception):
+                            interrupt = exc
+        if token._release_step < 2:
+            token._release_step = 2
             if token._holds_slot and token.started_at is None:
                 self._release_slot(token)
-        try:
-            state = token._state
-            started = token.started_at
-            finished = token.finished_at or 0.0
-            duration = None if started is None else finished - started
-            self._metrics.record(plan.operation_type, state, duration)
-            if self._records.maxlen:
-                exc = token._exc
-                self._records.append(
-                    (
-                        token.seq,
-                        plan.operation_type,
-                        state,
-                        duration,
-                        finished - token.created_at,
-                        token.core_id,
-                        token.worker_id,
-                        None if exc is None else repr(exc),
-                    )
-                )
-        except Exception:
-            _log.exception("recording the execution of %s failed", token.token_id)
-        if plan.on_finished is not None:
+        if token._release_step < 3:
+            token._release_step = 3
             try:
-                plan.on_finished(token=token)
+                self._record(token, plan)
             except Exception:
-                _log.exception("a tokengate_token_finished hook failed for %s", token.token_id)
+                _log.exception("recording the execution of %s failed", token.token_id)
+        if token._release_step < 4:
+            token._release_step = 4
+            if plan.on_finished is not None:
+                try:
+                    plan.on_finished(token=token)
+                except BaseException as exc:  # every step must run
+                    _log.exception("a tokengate_token_finished hook failed for %s", token.token_id)
+                    if interrupt is None and not isinstance(exc, Exception):
+                        interrupt = exc
         if self._watch_idle and not self._tokens:
             self._idle.set()
+        if interrupt is not None:
+            raise interrupt
+
+    def _record(self, token: TaskToken[Any], plan: OperationPlan) -> None:
+        state = token._state
+        started = token.started_at
+        finished = token.finished_at or 0.0
+        duration = None if started is None else finished - started
+        self._metrics.record(plan.operation_type, state, duration)
+        if self._records.maxlen:
+            exc = token._exc
+            self._records.append(
+                (
+                    token.seq,
+                    plan.operation_type,
+                    state,
+                    duration,
+                    finished - token.created_at,
+                    token.core_id,
+                    token.worker_id,
+                    None if exc is None else error_text(exc),
+                )
+            )
 
     def _bridge_for(self, loop: asyncio.AbstractEventLoop) -> LoopBridge:
         last = self._last_pair
-        if last is not None and last[0] is loop:
+        if last is not None and last[0]() is loop:
             return last[1]
         bridge = self._bridges.get(loop)
         if bridge is None:
@@ -643,7 +747,7 @@ class OperationsCoordinator:
                 bridge = self._bridges.get(loop)
                 if bridge is None:
                     bridge = self._bridges[loop] = LoopBridge(loop)
-        self._last_pair = (loop, bridge)
+        self._last_pair = (weakref.ref(loop), bridge)
         return bridge
 
     # ------------------------------------------------------------------ admin
@@ -660,11 +764,13 @@ class OperationsCoordinator:
 
     def kill_operation(self, operation_type: str, reason: str = "killed by admin") -> int:
         """Kill every in-flight token of an operation (running ones too); returns how many."""
-        return sum(
+        killed = sum(
             1
             for token in list(self._tokens.values())
             if token.operation_type == operation_type and token.kill(reason)
         )
+        self._sweep_held()
+        return killed
 
     def drain(self, operation_type: str | None = None) -> int:
         """Kill every token of ``operation_type`` (or of all operations) that has not started;
@@ -675,7 +781,19 @@ class OperationsCoordinator:
                 operation_type is None or token.operation_type == operation_type
             ):
                 killed += token.kill("drained")
+        self._sweep_held()  # drained while paused: not kept until resume()
         return killed
+
+    def _sweep_held(self) -> None:
+        """Drop held (paused) tokens that have ended: nothing keeps a dead token alive."""
+        with self._lock:
+            held = self._held
+            if held:
+                live = [t for t in held if not t.done()]
+                if len(live) != len(held):
+                    held.clear()
+                    held.extend(live)
+                self._held_sweep_at = max(_HELD_SWEEP_MIN, 2 * len(live))
 
     def pause(self) -> None:
         """Stop admission: calls still return tokens, which wait (``WAITING``) until
@@ -761,9 +879,30 @@ class OperationsCoordinator:
         return [t for t in list(self._tokens.values()) if not t.done()]
 
     def sticky_snapshot(self) -> Mapping[str, int]:
-        """Live sticky pins: readable key → core. Empty once every token is terminal."""
+        """Live sticky pins: readable key → core. Empty once every token is terminal.
+
+        Only a copy is taken under the routing lock; the keys' text (user ``__repr__``) is
+        made outside it, from the in-flight tokens that hold each pin.
+        """
         with self._route_lock:
-            return self._sticky.snapshot()
+            entries = self._sticky.entries()
+        if not entries:
+            return {}
+        keys: dict[Hashable, Hashable] = {}
+        wanted = {pin for pin, _ in entries}
+        for token in list(self._tokens.values()):
+            pin = token._pin
+            if pin is not None and pin in wanted and pin not in keys:
+                keys[pin] = token.sticky_key
+        snapshot: dict[str, int] = {}
+        for pin, core in entries:
+            key = keys.get(pin)
+            if key is None:  # its last holder is ending right now
+                if not isinstance(pin, tuple) or len(pin) != 2:
+                    continue
+                key = (pin[0], f"#{pin[1] & 0xFFFFFFFFFFFF:x}")
+            snapshot[StickyRegistry.describe(key)] = core
+        return snapshot
 
     def recent_executions(self, limit: int = 50) -> list[ExecutionRecord]:
         """The newest ``limit`` execution records, newest first."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 import weakref
@@ -13,9 +14,47 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._token import TaskToken
 
-__all__ = ("DeadlineWatcher",)
+__all__ = ("TIMEOUT_MAX", "DeadlineWatcher", "bounded_wait", "check_timeout")
 
 _log = logging.getLogger("tokengate.coordinator")
+
+#: The longest finite wait the platform's locks accept (about 292 years on Linux).
+TIMEOUT_MAX = threading.TIMEOUT_MAX
+
+
+def check_timeout(value: object, what: str) -> float | None:
+    """Validate a timeout taken from a caller: ``None`` or ``math.inf`` mean *wait as long as
+    it takes* (returned as None), any other value must be a number of seconds from 0 to
+    ``threading.TIMEOUT_MAX``.
+
+    Raises:
+        TypeError: ``value`` is not a number.
+        ValueError: ``value`` is NaN, negative or finite beyond ``threading.TIMEOUT_MAX``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{what}: timeout must be a number of seconds or None, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    seconds = float(value)
+    if seconds == math.inf:
+        return None
+    if math.isnan(seconds) or seconds < 0 or seconds > TIMEOUT_MAX:
+        raise ValueError(
+            f"{what}: timeout must be between 0 and {TIMEOUT_MAX:g} seconds "
+            f"(threading.TIMEOUT_MAX), or None / math.inf to wait as long as it takes; "
+            f"got {value!r}"
+        )
+    return seconds
+
+
+def bounded_wait(seconds: float) -> float:
+    """``seconds`` clamped into what a lock or thread join accepts (0 .. TIMEOUT_MAX)."""
+    if seconds != seconds:  # NaN
+        return 0.0
+    return min(max(seconds, 0.0), TIMEOUT_MAX)
 
 
 #: The heap is compacted (ended tokens dropped) when it reaches this size or twice the number
@@ -39,7 +78,21 @@ class DeadlineWatcher:
         self._compact_at = _COMPACT_MIN
 
     def add(self, token: TaskToken[Any], limit: float) -> None:
-        """Watch ``token``: it times out ``limit`` seconds after its submission."""
+        """Watch ``token``: it times out ``limit`` seconds after its submission.
+
+        ``math.inf`` means no deadline (nothing is watched).
+
+        Raises:
+            ValueError: ``limit`` is NaN, not positive or finite beyond
+                ``threading.TIMEOUT_MAX`` (the watcher itself never fails on it).
+        """
+        if limit == math.inf:
+            return
+        if not 0 < limit <= TIMEOUT_MAX:  # NaN fails every comparison
+            raise ValueError(
+                f"token {token.token_id}: a timeout must be more than 0 and at most "
+                f"{TIMEOUT_MAX:g} seconds (threading.TIMEOUT_MAX); got {limit!r}"
+            )
         deadline = token.created_at + limit
         with self._cond:
             if self._stopped:
@@ -66,25 +119,38 @@ class DeadlineWatcher:
         self._compact_at = max(_COMPACT_MIN, 2 * len(live))
 
     def _run(self) -> None:
+        # The watcher must outlive anything a single deadline does: a failure is logged and
+        # the loop goes on, or every later deadline would silently never fire.
+        while True:
+            try:
+                if self._watch():
+                    return
+            except BaseException:  # a callback's SystemExit must not end it
+                _log.exception(
+                    "the deadline watcher %s hit an error; it keeps watching", self._name
+                )
+
+    def _watch(self) -> bool:
+        """Fire what is due, then sleep until the next deadline; True once stopped."""
         heap = self._heap
         while True:
             due: list[tuple[weakref.ref[TaskToken[Any]], float]] = []
             with self._cond:
                 if self._stopped:
-                    return
+                    return True
                 now = time.perf_counter()
                 while heap and heap[0][0] <= now:
                     _, _, ref, limit = heapq.heappop(heap)
                     due.append((ref, limit))
                 if not due:
-                    self._cond.wait(None if not heap else heap[0][0] - now)
+                    self._cond.wait(None if not heap else bounded_wait(heap[0][0] - now))
                     continue
             for ref, limit in due:
                 token = ref()
                 if token is not None and not token.done():
                     try:
                         token._timeout(limit)
-                    except Exception:
+                    except BaseException:  # e.g. a done-callback's SystemExit
                         _log.exception("timing out token %s failed", token.token_id)
 
     def stop(self) -> None:

@@ -16,7 +16,24 @@ __all__ = (
     "ExecutionRecord",
     "OperationMetrics",
     "OperationStats",
+    "error_text",
 )
+
+#: Characters of an exception's ``repr`` kept in an execution record: the history is bounded
+#: by size, not only by count (a 100 kB error message must not be kept whole).
+ERROR_TEXT_LIMIT = 500
+
+
+def error_text(exc: BaseException) -> str:
+    """``repr(exc)`` cut to ``ERROR_TEXT_LIMIT`` characters (the cut is marked with the full
+    length). Never raises: an exception whose ``repr`` fails is named by its type."""
+    try:
+        text = repr(exc)
+    except Exception:
+        return f"<{type(exc).__qualname__}: repr() failed>"
+    if len(text) > ERROR_TEXT_LIMIT:
+        return f"{text[: ERROR_TEXT_LIMIT - 40]}… [{len(text):,} chars, cut]"
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +49,8 @@ class ExecutionRecord:
         latency: seconds from submission to the terminal move.
         core_id: the core domain it was routed to (None if never routed).
         worker_id: the local worker that ran it (None if it never started).
-        error: ``repr`` of the exception for unsuccessful tokens, else None.
+        error: ``repr`` of the exception for unsuccessful tokens (cut to 500 characters),
+            else None.
     """
 
     token_id: str

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._token import TaskToken
 
 __all__ = ("StickyRegistry",)
 
@@ -18,6 +22,11 @@ class StickyRegistry:
 
     Not locked by itself: the coordinator calls it under its routing lock, so pinning and
     releasing are atomic with respect to routing.
+
+    The coordinator pins *pin identities* — ``(anchor, hash of the fingerprint)``, computed at
+    routing outside the lock — not the live arguments: no user ``__hash__``/``__eq__`` runs
+    under the lock, and a body that mutates its argument cannot make its pin unreleasable.
+    Two keys whose fingerprints hash alike share a pin (they share a core; nothing else).
     """
 
     __slots__ = ("_pins",)
@@ -33,6 +42,28 @@ class StickyRegistry:
             return candidate
         pin[1] += 1
         return pin[0]
+
+    def release_token(self, token: TaskToken[Any]) -> None:
+        """Drop the hold of ``token`` (its ``_pin``, cleared here) exactly once.
+
+        Plain subscript operations only, no call: an asynchronous exception cannot land
+        between clearing the token's pin and dropping its hold.
+        """
+        pin = token._pin
+        if pin is None:
+            return
+        pins = self._pins
+        entry = pins[pin] if pin in pins else None  # noqa: SIM401 - no call (see above)
+        token._pin = None
+        if entry is not None:
+            if entry[1] <= 1:
+                del pins[pin]
+            else:
+                entry[1] -= 1
+
+    def entries(self) -> list[tuple[Hashable, int]]:
+        """Live pins as ``(pin, core)`` pairs: a copy, cheap enough to take under the lock."""
+        return [(key, pin[0]) for key, pin in list(self._pins.items())]
 
     def release(self, key: Hashable) -> None:
         """Drop one holder of ``key``; the pin goes with its last holder."""
@@ -59,6 +90,7 @@ class StickyRegistry:
 
     @staticmethod
     def describe(key: Hashable) -> str:
+        """A short readable form of a sticky key (``anchor:fingerprint``, cut at 60 chars)."""
         if isinstance(key, tuple) and len(key) == 2:
             return f"{key[0]}:{_key_repr.repr(key[1])}"
         return _key_repr.repr(key)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextvars
 import logging
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
-from types import MappingProxyType
+from collections.abc import Callable, Generator, Hashable, Mapping
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._deadlines import check_timeout
 from ._enums import TokenState, Weight
 from ._errors import TaskKilledError, TokenCancelledError, TokenTimeoutError
 
@@ -27,6 +30,8 @@ R_co = TypeVar("R_co", covariant=True)
 _log = logging.getLogger("tokengate.coordinator")
 _perf = time.perf_counter
 _get_running_loop = asyncio._get_running_loop
+_get_ident = threading.get_ident
+_allocate_lock = _thread.allocate_lock
 
 CREATED = TokenState.CREATED
 WAITING = TokenState.WAITING
@@ -55,6 +60,11 @@ _LOCKS = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
 POLL_INTERVAL = 0.001
 #: Empty polls in a row after which the bridge goes dormant (the next push wakes it).
 IDLE_POLLS = 2
+#: Completions waiting for a scheduled drain beyond which a push checks that the loop is
+#: still open (a loop closed with a drain scheduled never runs it).
+_CLOSED_CHECK = 256
+#: ``_release_step`` once the coordinator's release steps have all run.
+_RELEASED = 1_000
 
 
 class LoopBridge:
@@ -65,17 +75,25 @@ class LoopBridge:
     keep arriving, the loop drains the deque every ``POLL_INTERVAL`` seconds without being
     woken from other threads, and the bridge goes dormant again after ``IDLE_POLLS`` empty
     drains.
+
+    The bridge holds its loop only weakly (the coordinator's map of bridges is keyed by the
+    loop): a loop that is gone is not kept alive by the bridges of the tokens it awaited.
     """
 
-    __slots__ = ("_idle", "_loop", "_pending", "_scheduled")
+    __slots__ = ("__weakref__", "_idle", "_loop_ref", "_pending", "_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._loop_ref = weakref.ref(loop)
         self._pending: deque[tuple[DoneCallback, TaskToken[Any], contextvars.Context | None]] = (
             deque()
         )
         self._scheduled = False
         self._idle = 0
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop this bridge delivers to, or None once it is gone."""
+        return self._loop_ref()
 
     def push(
         self, fn: DoneCallback, token: TaskToken[Any], ctx: contextvars.Context | None
@@ -83,18 +101,29 @@ class LoopBridge:
         self._pending.append((fn, token, ctx))
         if not self._scheduled:
             self._scheduled = True
+            loop = self._loop_ref()
             try:
-                if _get_running_loop() is self._loop:
-                    self._loop.call_soon(self._drain)
+                if loop is None:
+                    raise RuntimeError("the loop is gone")
+                if _get_running_loop() is loop:
+                    loop.call_soon(self._drain)
                 else:
-                    self._loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # the loop is closed: nobody is left to notify
+                    loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed or gone: nobody is left to notify
                 self._scheduled = False
+                self._pending.clear()
+        elif len(self._pending) > _CLOSED_CHECK:
+            # A loop closed while a drain was scheduled never runs it: do not pile up for it.
+            loop = self._loop_ref()
+            if loop is None or loop.is_closed():
                 self._pending.clear()
 
     def _drain(self) -> None:
         pending = self._pending
-        loop = self._loop
+        loop = self._loop_ref()
+        if loop is None:  # pragma: no cover - a loop runs this, so it is alive
+            pending.clear()
+            return
         if not pending:
             self._idle += 1
             if self._idle >= IDLE_POLLS:
@@ -105,23 +134,27 @@ class LoopBridge:
             loop.call_later(POLL_INTERVAL, self._drain)
             return
         self._idle = 0
-        while pending:
-            fn, token, ctx = pending.popleft()
-            try:
-                if ctx is None:
-                    fn(token)
-                else:
-                    ctx.run(fn, token)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                loop.call_exception_handler(
-                    {
-                        "message": f"exception in a done-callback of token {token.token_id}",
-                        "exception": exc,
-                    }
-                )
-        loop.call_later(POLL_INTERVAL, self._drain)
+        try:
+            while pending:
+                fn, token, ctx = pending.popleft()
+                try:
+                    if ctx is None:
+                        fn(token)
+                    else:
+                        ctx.run(fn, token)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    loop.call_exception_handler(
+                        {
+                            "message": f"exception in a done-callback of token {token.token_id}",
+                            "exception": exc,
+                        }
+                    )
+        finally:
+            # Also when a callback raised SystemExit or KeyboardInterrupt (which leaves the
+            # loop, as asyncio does): the callbacks after it still run on the next drain.
+            loop.call_later(0 if pending else POLL_INTERVAL, self._drain)
 
 
 class TaskToken(Generic[R_co]):
@@ -143,13 +176,17 @@ class TaskToken(Generic[R_co]):
         "_asyncio_future_blocking",
         "_callbacks",
         "_coord",
-        "_event",
         "_exc",
+        "_exc_tb",
         "_finisher",
+        "_gate",
         "_holds_slot",
         "_kill_reason",
         "_lock",
+        "_next_callback",
+        "_pin",
         "_plan",
+        "_release_step",
         "_result",
         "_settled",
         "_state",
@@ -185,8 +222,12 @@ class TaskToken(Generic[R_co]):
         self._lock = _LOCKS[seq % _LOCK_STRIPES]
         self._result: Any = None
         self._exc: BaseException | None = None
+        self._exc_tb: TracebackType | None = None
         self._callbacks: list[tuple[DoneCallback, LoopBridge | None, Any]] | None = None
-        self._event: threading.Event | None = None
+        self._gate: _thread.LockType | None = None
+        self._pin: Hashable = None
+        self._release_step = 0
+        self._next_callback = 0
         self._kill_reason: str | None = None
         self._asyncio_future_blocking = False
         self._holds_slot = False
@@ -288,42 +329,106 @@ class TaskToken(Generic[R_co]):
         exc: BaseException | None = None,
         reason: str | None = None,
     ) -> bool:
-        """The one terminal move. Returns False (and changes nothing) if already terminal."""
-        with self._lock:
-            if self._state in TERMINAL:
-                return False
-            self._state = state
-            self._result = result
-            self._exc = exc
-            self._kill_reason = reason
-            self.finished_at = _perf()
-            self._finisher = threading.get_ident()
+        """The one terminal move. Returns False (and changes nothing) if already terminal.
+
+        Atomic with respect to asynchronous exceptions (a ``KeyboardInterrupt`` from Ctrl-C,
+        ``PyThreadState_SetAsyncExc``): the move is committed by plain stores under the lock,
+        with no call between the state write and the ``try``/``finally`` that completes it, so
+        an interrupt landing anywhere after the commit still gets the release steps run and
+        the waiters released before it propagates. An interrupt before the commit changes
+        nothing.
+        """
+        now = _perf()
+        ident = _get_ident()
+        tb = None if exc is None else exc.__traceback__
+        committed = False
         try:
-            self._coord._on_terminal(self)
-        except BaseException:  # the release steps must never lose the waiters
-            _log.exception("release steps of token %s failed", self.token_id)
-        # Waiters are released only after the release steps: whoever sees the token done
-        # also sees its sticky pin released, its record written and the token table updated.
-        with self._lock:
-            self._settled = True
-            callbacks = self._callbacks
-            self._callbacks = None
-            event = self._event
-        if event is not None:
-            event.set()
-        if callbacks:
-            self._deliver(callbacks)
+            with self._lock:
+                if self._state in TERMINAL:
+                    return False
+                self._result = result
+                self._exc = exc
+                self._exc_tb = tb
+                self._kill_reason = reason
+                self.finished_at = now
+                self._finisher = ident
+                # From the state write to the end of the block: plain stores, no call, so no
+                # asynchronous exception can land between the move and ``committed``.
+                self._state = state
+                committed = True
+        finally:
+            if committed:
+                # Entering _complete is itself a point where an interrupt can land: a second
+                # attempt resumes where the first stopped (every step is resumable).
+                try:
+                    interrupt = self._complete()
+                except BaseException as exc:
+                    interrupt = exc
+                    try:
+                        self._complete()
+                    except BaseException:
+                        self._complete()
+                if interrupt is not None:
+                    raise interrupt
         return True
 
-    def _deliver(self, callbacks: list[tuple[DoneCallback, LoopBridge | None, Any]]) -> None:
-        for fn, bridge, ctx in callbacks:
-            if bridge is not None:
-                bridge.push(fn, self, ctx)
-            else:
+    def _complete(self) -> BaseException | None:
+        """Run (or resume) the release steps, settle and wake the waiters, then the
+        done-callbacks; returns the first ``BaseException`` that is not an ``Exception``
+        (``SystemExit`` from a callback, an asynchronous ``KeyboardInterrupt``) after
+        everything has run, for the caller to re-raise."""
+        interrupt: BaseException | None = None
+        while True:
+            try:
+                self._release_and_settle()
+                return interrupt
+            except BaseException as exc:
+                if interrupt is None:
+                    interrupt = exc
+
+    def _release_and_settle(self) -> None:
+        """Resumable: each step records its progress on the token before or as it runs."""
+        if self._release_step < _RELEASED:
+            try:
+                self._coord._on_terminal(self)
+            except Exception:
+                _log.exception("release steps of token %s failed", self.token_id)
+            self._release_step = _RELEASED
+        if not self._settled:
+            # Waiters are released only after the release steps: whoever sees the token done
+            # also sees its sticky pin released, its record written and the token table
+            # updated. Plain stores and one C call under the lock: nothing can interrupt it
+            # half-way.
+            with self._lock:
+                self._settled = True
+                gate = self._gate
+                self._gate = None
+                if gate is not None:
+                    gate.release()
+        callbacks = self._callbacks
+        if callbacks is not None:
+            # Frozen since the token settled (later registrations run at once); delivered
+            # by index so that an interrupted delivery resumes with the next callback.
+            count = len(callbacks)
+            while self._next_callback < count:
+                index = self._next_callback
+                self._next_callback = index + 1
+                fn, bridge, ctx = callbacks[index]
                 try:
-                    fn(self)
+                    if bridge is not None:
+                        bridge.push(fn, self, ctx)
+                    else:
+                        fn(self)
                 except Exception:
-                    _log.exception("done-callback %r of token %s raised", fn, self.token_id)
+                    _log.exception("a done-callback of token %s raised", self.token_id)
+                except BaseException as exc:
+                    _log.error(
+                        "a done-callback of token %s raised %r; the remaining callbacks still run",
+                        self.token_id,
+                        exc,
+                    )
+                    raise
+            self._callbacks = None
 
     # ------------------------------------------------------------------ the backend surface
     def set_running(self) -> bool:
@@ -401,11 +506,13 @@ class TaskToken(Generic[R_co]):
         return self._settled
 
     def _wait(self, timeout: float | None) -> None:
+        # Checked even when the token is done: a bad timeout is a bug in the caller's code.
+        limit = None if timeout is None else check_timeout(timeout, f"token {self.token_id}")
         if self._settled:
             return
-        if self._finisher == threading.get_ident():
+        if self._finisher == _get_ident():
             return  # a release step (plugin hook) of this very token asks for its outcome
-        if timeout is None and _get_running_loop() is not None:
+        if limit is None and _get_running_loop() is not None:
             raise RuntimeError(
                 f"token {self.token_id}: get() without a timeout would block the running event "
                 "loop; use 'await token' instead"
@@ -413,28 +520,46 @@ class TaskToken(Generic[R_co]):
         with self._lock:
             if self.done():  # settled meanwhile (a call, so the check above does not narrow it)
                 return
-            event = self._event
-            if event is None:
-                event = self._event = threading.Event()
-        if not event.wait(timeout):
+            gate = self._gate
+            if gate is None:
+                gate = self._gate = _allocate_lock()
+                gate.acquire()  # held until the terminal move settles the token
+        # Each waiter takes the gate and hands it on at once, so one release wakes them all.
+        if limit is None:
+            with gate:  # an interrupt cannot land between taking and handing it on
+                return
+        if not gate.acquire(True, limit):
             raise TimeoutError(
                 f"token {self.token_id} is still {self._state.value} after waiting {timeout} s "
                 "(the token itself is unaffected)"
             )
+        gate.release()
 
     def get(self, timeout: float | None = None) -> R_co:
         """Block until the token is terminal and return the function's result.
+
+        Args:
+            timeout: seconds to wait at most: ``None`` or ``math.inf`` waits as long as it
+                takes, ``0`` only looks. Negative, NaN and finite values above
+                ``threading.TIMEOUT_MAX`` are rejected.
 
         Raises:
             TimeoutError: the wait timed out (the token is unaffected).
             TaskKilledError: the token was killed.
             TokenTimeoutError: the token missed its ``timeout`` tag's deadline.
             RuntimeError: called without a timeout from inside a running event loop.
+            ValueError: ``timeout`` is negative, NaN or too large (``TypeError``: not a number).
             Exception: whatever the function raised.
         """
         self._wait(timeout)
-        if self._exc is not None:
-            raise self._exc
+        return self._outcome()
+
+    def _outcome(self) -> R_co:
+        exc = self._exc
+        if exc is not None:
+            # As asyncio.Future does: raise with the traceback stored at the terminal move, so
+            # that re-raising never lengthens it.
+            raise exc.with_traceback(self._exc_tb)
         result: R_co = self._result
         return result
 
@@ -474,7 +599,7 @@ class TaskToken(Generic[R_co]):
     def remove_done_callback(self, fn: Callable[[TaskToken[R_co]], object]) -> int:
         """Remove every pending registration of ``fn``; return how many were removed."""
         with self._lock:
-            if not self._callbacks:
+            if self._settled or not self._callbacks:  # settled: being delivered, frozen
                 return 0
             kept = [entry for entry in self._callbacks if entry[0] != fn]
             removed = len(self._callbacks) - len(kept)
@@ -486,9 +611,16 @@ class TaskToken(Generic[R_co]):
         if not self._settled:
             loop = asyncio.get_running_loop()
             waiter = loop.create_future()
-            self.add_done_callback(_make_waker(waiter))
-            yield from waiter
-        return self.get(0)
+            wake = _make_waker(waiter)
+            self.add_done_callback(wake)
+            try:
+                yield from waiter
+            except BaseException:
+                # The awaiting task was cancelled (or its loop is closing): do not leave a
+                # callback behind on a token that may live on.
+                self.remove_done_callback(wake)
+                raise
+        return self._outcome()
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         """The running loop of the caller: a token belongs to whichever loop awaits it."""
@@ -516,8 +648,13 @@ class TaskToken(Generic[R_co]):
 
 
 def _make_waker(waiter: asyncio.Future[None]) -> Callable[[TaskToken[Any]], None]:
+    # Weak: a completion queued for a loop that has gone away must not keep that loop alive
+    # (the awaiting task holds the future while it waits).
+    ref = weakref.ref(waiter)
+
     def wake(_token: TaskToken[Any]) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
+        future = ref()
+        if future is not None and not future.done():
+            future.set_result(None)
 
     return wake
