@@ -139,6 +139,18 @@ class DashboardApp(Starlette):
     Serve it with :func:`tokengate.dashboard.serve_dashboard`, or mount it in your own
     Starlette or FastAPI service (``app.mount("/dashboard", dashboard_app(coordinator))``).
     :meth:`close` ends its live feeds.
+
+    Args:
+        coordinator: the coordinator to watch and steer.
+        admin_token: enables the controls (see :func:`dashboard_app`).
+        require_token_for_reads: the live data needs the token too.
+        allowed_hosts: ``Host`` header values accepted (None: any); a loopback server lists
+            its own addresses, against DNS rebinding.
+        trusted_origins: extra origins allowed to call the API.
+        interval: seconds between two samples.
+
+    Attributes:
+        sampler: the one sampler every viewer of this app reads from.
     """
 
     def __init__(

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable
@@ -103,7 +104,9 @@ def token_matches(header: str | None, expected: bytes) -> bool | None:
     scheme, _, credentials = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         return None
-    return hmac.compare_digest(credentials.strip().encode(), expected)
+    # digests of equal length: the comparison reveals neither the token nor its length
+    given = hashlib.sha256(credentials.strip().encode()).digest()
+    return hmac.compare_digest(given, hashlib.sha256(expected).digest())
 
 
 def cross_origin_reason(
