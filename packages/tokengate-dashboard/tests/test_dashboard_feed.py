@@ -187,3 +187,47 @@ def test_mounted_in_fastapi(
     )
     assert r.status_code == 200
     assert coordinator.stats().paused_operations == ()
+
+
+def test_conductor_domains_are_shown_while_a_lead_runs(
+    dashboard: DashboardServer, coordinator: OperationsCoordinator, wait_until: Any
+) -> None:
+    release = threading.Event()
+
+    @task_token_guard("dash_child")
+    def child() -> bool:
+        return release.wait(30)
+
+    @task_token_guard("dash_lead", tags={"external_calls": ["dash_child"]})
+    def lead() -> bool:
+        return child().get(30)
+
+    token = lead()
+
+    def domains() -> list[dict[str, Any]]:
+        snap = httpx.get(f"{dashboard.url}api/snapshot").json()["snapshot"]
+        found: list[dict[str, Any]] = snap["conductor"]["domains"]
+        return found
+
+    try:
+        assert wait_until(lambda: any(d["pending"] >= 2 for d in domains()))
+        domain = domains()[0]
+        assert domain["core_id"] == token.core_id
+        assert domain["lead_token_id"] == token.token_id
+        assert len(domain["seed"]) <= 64
+    finally:
+        release.set()
+    assert token.get(30) is True
+    assert wait_until(lambda: domains() == [])
+
+
+def test_a_stopped_coordinator_is_shown_stopped(
+    dashboard: DashboardServer, coordinator: OperationsCoordinator, wait_until: Any
+) -> None:
+    def running() -> bool:
+        snap = httpx.get(f"{dashboard.url}api/snapshot").json()["snapshot"]
+        return bool(snap["coordinator"]["running"])
+
+    assert running()
+    coordinator.stop()
+    assert wait_until(lambda: not running())
