@@ -247,22 +247,28 @@ class ThreadExecutor(ExecutorBackend):
     # ------------------------------------------------------------------ backend interface
     def submit(self, tokens: Sequence[TaskToken[Any]]) -> None:
         """Queue ``ADMITTED`` tokens (FIFO per class) and wake a worker if none is awake."""
-        profile = self._shared.profiles.get
-        entries = [(token, profile(token)) for token in tokens]
-        wake = None
+        known = self._shared.profiles.known
         with self._lock:
-            if not self._stopping:
+            if self._stopping:
+                rejected = list(tokens)
+            else:
+                rejected = []
                 cpu_q = self._cpu_q
-                io_q = self._io_q
-                for entry in entries:
-                    (io_q if entry[1].kind is BLOCKING else cpu_q).append(entry)
+                for token in tokens:
+                    profile = known.get(token.operation_type) or self._shared.profiles.get(token)
+                    if profile.kind is BLOCKING:
+                        self._io_q.append((token, profile))
+                    else:
+                        cpu_q.append((token, profile))
+                if self._runner is not None and not self._io_q:
+                    # the runner drains the CPU queue: nobody to wake, only to watch
+                    if not self._monitor.active:
+                        self._monitor.wake()
+                    return
                 wake = self._kick()
-                entries = []
-                if cpu_q and self._runner is not None and not self._monitor.active:
-                    self._monitor.wake()  # tokens wait behind a busy runner
-        for token, _ in entries:
+        for token in rejected:
             token.kill(f"the thread executor of {self._name} is shut down")
-        if wake is not None:
+        if not rejected and wake is not None:
             self._wake(wake)
 
     def shutdown(self, timeout: float) -> None:
@@ -459,8 +465,12 @@ class ThreadExecutor(ExecutorBackend):
                 worker.token = entry[0]
                 wake = self._kick() if io_q or cpu_q else None
                 return entry, _IO_JOB, release, starved, wake
-            if cpu_q and self._has_slot and self._runner is None and not release:
-                continue  # a CPU entry came back from the blocking queue
+            if cpu_q and not release:  # CPU entries came back from the blocking queue
+                if self._has_slot and self._runner is None:
+                    continue
+                if not self._has_slot and self._slots.acquire_or_wait(self, self._monitor):
+                    self._claim_slot()
+                    continue
             return None, 0, release, starved, None
 
     # ------------------------------------------------------------------ threads

@@ -169,6 +169,11 @@ class ProfileTable:
         self._limit = max(1, limit)
         self._lock = threading.Lock()
 
+    @property
+    def known(self) -> Mapping[str, OperationProfile]:
+        """The profiles made so far, by operation (read-only use: a fast lookup)."""
+        return self._profiles
+
     def get(self, token: TaskToken[Any]) -> OperationProfile:
         """The profile of ``token``'s operation (made on its first call)."""
         name = token.operation_type
@@ -313,7 +318,9 @@ class SlotMonitor:
     def _look(self) -> bool:
         now = time.perf_counter()
         waiting = False
-        for user in list(self._users):
+        with self._lock:  # a WeakSet cannot be copied while another thread adds to it
+            users = list(self._users)
+        for user in users:
             try:
                 waiting = user.inspect_runner(now) or waiting
             except Exception:
@@ -321,6 +328,14 @@ class SlotMonitor:
         return waiting
 
     def _main(self) -> None:
+        try:
+            self._run()
+        finally:  # never leave the monitor marked active without its thread
+            with self._lock:
+                self.active = False
+                self._event.clear()
+
+    def _run(self) -> None:
         sleep = time.sleep
         while True:
             self._event.wait()
