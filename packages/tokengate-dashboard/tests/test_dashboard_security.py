@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import httpx
 import pytest
 
 from tokengate.core import OperationsCoordinator
-from tokengate.dashboard import DashboardConfigurationError, DashboardServer, serve_dashboard
+from tokengate.dashboard import (
+    DashboardConfigurationError,
+    DashboardServer,
+    dashboard_app,
+    serve_dashboard,
+)
 
 CONTROLS = ("pause", "resume", "drain", "kill")
 
@@ -229,3 +235,25 @@ def test_only_the_shipped_assets_are_served(dashboard: DashboardServer, path: st
     r = httpx.get(f"{dashboard.url}{path}")
     assert r.status_code == 404
     assert "def " not in r.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"port": -1}, "port must be an int in 0..65535"),
+        ({"port": "8787"}, "port must be an int"),
+        ({"host": ""}, "host must be a non-empty str"),
+        ({"interval": 0}, "interval must be > 0"),
+        ({"admin_token": 12345678901234567}, "admin_token must be a str"),
+    ],
+)
+def test_bad_settings_are_named(
+    coordinator: OperationsCoordinator, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(DashboardConfigurationError, match=message):
+        serve_dashboard(coordinator, **{"port": 0, **kwargs})
+
+
+def test_something_else_than_a_coordinator_is_refused() -> None:
+    with pytest.raises(TypeError, match="needs an OperationsCoordinator, not dict"):
+        dashboard_app({})  # type: ignore[arg-type]

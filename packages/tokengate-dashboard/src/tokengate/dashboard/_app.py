@@ -60,6 +60,20 @@ _SECURITY_HEADERS = (
     (b"cross-origin-opener-policy", b"same-origin"),
 )
 _ACTIONS = ("pause", "resume", "drain", "kill")
+#: What the dashboard calls on the coordinator: its public introspection and admin methods.
+_COORDINATOR_API = (
+    "stats",
+    "sticky_snapshot",
+    "recent_executions",
+    "in_flight",
+    "pause",
+    "resume",
+    "pause_operation",
+    "resume_operation",
+    "drain",
+    "kill_token",
+    "kill_operation",
+)
 
 
 def _asset(name: str) -> bytes:
@@ -163,6 +177,14 @@ class DashboardApp(Starlette):
         trusted_origins: Iterable[str] = (),
         interval: float = DEFAULT_INTERVAL,
     ) -> None:
+        missing = [
+            name for name in _COORDINATOR_API if not callable(getattr(coordinator, name, None))
+        ]
+        if missing:
+            raise TypeError(
+                f"the dashboard needs an OperationsCoordinator, not {type(coordinator).__name__} "
+                f"(it has no {', '.join(missing)})"
+            )
         token = check_admin_token(admin_token)
         if require_token_for_reads and token is None:
             raise DashboardConfigurationError("require_token_for_reads=True needs an admin_token")

@@ -155,6 +155,8 @@ def serve_dashboard(
         DashboardConfigurationError: a non-loopback host without ``allow_remote=True`` and an
             admin token, a too short admin token, or a port that cannot be bound.
     """
+    if not isinstance(host, str) or not host.strip():
+        raise DashboardConfigurationError(f"host must be a non-empty str, not {host!r}")
     token = check_admin_token(admin_token)
     check_bind(host, admin_token=token, allow_remote=allow_remote)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
@@ -162,13 +164,17 @@ def serve_dashboard(
     sock = _bind(host, port)
     bound_port = int(sock.getsockname()[1])
     loopback = is_loopback(host)
-    app = DashboardApp(
-        coordinator,
-        admin_token=admin_token,
-        require_token_for_reads=not loopback,
-        allowed_hosts=loopback_hosts(bound_port) if loopback else None,
-        interval=interval,
-    )
+    try:
+        app = DashboardApp(
+            coordinator,
+            admin_token=admin_token,
+            require_token_for_reads=not loopback,
+            allowed_hosts=loopback_hosts(bound_port) if loopback else None,
+            interval=interval,
+        )
+    except BaseException:
+        sock.close()
+        raise
     config = uvicorn.Config(
         app,
         log_config=None,
