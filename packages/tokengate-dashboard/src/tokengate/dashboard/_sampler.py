@@ -324,6 +324,16 @@ class Sampler:
             ]
 
         extra = {k: bounded(v) for k, v in raw.items() if k not in _KNOWN_STATS}
+        # where ``executor: "auto"`` operations run and why, when the coordinator says so
+        auto = getattr(coordinator, "auto_decisions", None)
+        if callable(auto) and "auto_decisions" not in extra:
+            try:
+                decisions = auto()
+            except Exception:
+                _log.debug("dashboard: auto decisions unavailable", exc_info=True)
+            else:
+                if decisions:
+                    extra["auto_decisions"] = bounded(decisions)
         return {
             "t": point["t"],
             "controls": self._controls,
