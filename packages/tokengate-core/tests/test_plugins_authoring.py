@@ -640,3 +640,48 @@ def test_the_typed_plugin_class_mirrors_the_pluggy_specifications() -> None:
 
 
 FIRST_RESULT = {"tokengate_classify_weight", "tokengate_routing_policy"}
+
+
+def test_concurrent_callers_rederive_a_plan_once_per_change(
+    tokengate_coordinator: OperationsCoordinator, tokengate_plugin: PluginRegistrar
+) -> None:
+    import threading
+
+    asked: list[str] = []
+
+    class Counting(Plugin):
+        @hookimpl
+        def tokengate_classify_weight(
+            self, operation_type: str, func: Callable[..., Any], tags: Mapping[str, object]
+        ) -> Weight | None:
+            if operation_type == "author.raced":
+                asked.append(operation_type)
+                return Weight.LIGHT
+            return None
+
+    @guard("author.raced")
+    def raced(x: int) -> int:
+        return x
+
+    assert raced(0).get(WAIT) == 0
+    tokengate_plugin(Counting(), "author-raced")
+    start = threading.Barrier(8)
+    weights: list[set[Weight]] = []
+    lock = threading.Lock()
+
+    def caller() -> None:
+        start.wait(WAIT)
+        tokens = [raced(i) for i in range(100)]
+        seen = {t.weight for t in tokens}
+        assert [t.get(WAIT) for t in tokens] == list(range(100))
+        with lock:
+            weights.append(seen)
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 3)
+    assert len(weights) == 8
+    assert all(seen == {Weight.LIGHT} for seen in weights)
+    assert asked == ["author.raced"], f"the plan was derived {len(asked)} times for one change"
