@@ -21,6 +21,7 @@ import decimal
 import enum
 import fractions
 import ipaddress
+import os
 import pathlib
 import threading
 import uuid
@@ -676,16 +677,31 @@ def test_unpicklable_result_fails_without_a_second_run(
     assert targets.count_runs(log) == {"once": 1}
 
 
-def test_unimportable_function_fails_before_crossing(
+def test_a_local_function_crosses_by_value(
     process_coordinator: OperationsCoordinator,
 ) -> None:
     @task_token_guard("reliability.bad.p_local", tags=PROCESS)
-    def local(x: int) -> int:
-        return x
+    def local(x: int) -> tuple[int, int]:
+        return x, os.getpid()
 
-    token = local(1)
+    value, pid = local(1).get(WAIT)
+    assert value == 1
+    assert pid != os.getpid()
+
+
+def test_a_function_that_cannot_cross_fails_before_it_runs(
+    process_coordinator: OperationsCoordinator,
+) -> None:
+    lock = threading.Lock()
+
+    @task_token_guard("reliability.bad.p_lock_holder", tags=PROCESS)
+    def holds_a_lock() -> bool:
+        return lock.locked()
+
+    token = holds_a_lock()
     exc = token.exception(WAIT)
-    record_faults("unimportable process-token functions", 1)
+    record_faults("process-token functions that cannot be sent", 1)
     assert token.state is TokenState.FAILED
     assert isinstance(exc, ProcessDomainError)
     assert "not importable" in str(exc)
+    assert "cloudpickle cannot pickle it" in str(exc)

@@ -250,24 +250,18 @@ def test_process_body_hanging_past_its_deadline_then_stop(tmp_path: Path) -> Non
             hung.get(WAIT)
         record_faults("process bodies hanging past their deadline", 1)
         assert hung.state is TokenState.TIMEOUT
-        # The worker process is still busy with the hung body: the queued calls wait.
-        assert not any(t.done() for t in queued), queued
-        backend = coordinator._domains[0].backend
-        assert backend is not None
-        assert backend.alive
+        # The timeout killed the hung body with its worker process; the calls queued behind
+        # it run on a fresh one.
+        assert [t.get(WAIT) for t in queued] == [f"queued{i}" for i in range(3)]
     finally:
         coordinator.stop(timeout=1.0)
     assert hung.state is TokenState.TIMEOUT
-    for token in queued:
-        assert token.state is TokenState.KILLED
-        with pytest.raises(TaskKilledError):
-            token.get(0)
     assert coordinator.stats().cores[0].process_alive is False, (
-        "stop() left the hung worker process running"
+        "stop() left a worker process running"
     )
     runs = targets.count_runs(log)
-    assert runs == {"warm-up": 1, "hung": 1}, (
-        f"queued bodies ran after stop, or the hung one twice: {runs}"
+    assert runs == {"warm-up": 1, "hung": 1, "queued0": 1, "queued1": 1, "queued2": 1}, (
+        f"a body ran twice or not at all: {runs}"
     )
     assert_quiescent(coordinator)
 

@@ -5,8 +5,9 @@
   even being imported.
 * Nothing unpickles data that did not come from the coordinator's own worker processes: a
   static audit of every source file of the four distributions finds unpickling only in the
-  process backend, and a runtime audit shows the coordinator's process unpickles only bytes
-  it received over the private, unnamed pipe of a worker process it spawned itself.
+  process executor's message reader and worker, and a runtime audit shows the coordinator's
+  process unpickles only bytes it received over the private, unnamed socket pair of a worker
+  process it spawned itself.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from tests.support.reliability_checks import WAIT, assert_quiescent
 from tokengate.core import OperationsCoordinator, PluginHost, task_token_guard
 from tokengate.core._plugins import AUTOLOAD_ENV
 from tokengate.core._process import ProcessBackend
+from tokengate.core._procpool_wire import MessageReader
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "packages").glob("*/src/tokengate/**/*.py"))
@@ -157,18 +158,28 @@ UNSAFE_NAMES = {"Listener", "Client", "Manager", "BaseManager", "SyncManager"}
 #: The only places allowed to unpickle: (file, function) → what they unpickle.
 ALLOWED_UNPICKLING = {
     (
-        "tokengate-core/src/tokengate/core/_process.py",
-        "ProcessBackend._collect",
-    ): "the answer of the domain's own worker process, read from its private pipe",
+        "tokengate-core/src/tokengate/core/_procpool_wire.py",
+        "MessageReader.read",
+    ): "frames from the domain's own worker process (in the worker: from its parent), read "
+    "from their private socket pair",
     (
-        "tokengate-core/src/tokengate/core/_process.py",
-        "_answer",
-    ): "(in the worker process) the call its coordinator sent over the same pipe",
+        "tokengate-core/src/tokengate/core/_process_worker.py",
+        "_load_function",
+    ): "(in the worker process) a function its parent pickled by value and sent it",
     (
-        "tokengate-core/src/tokengate/core/_process.py",
+        "tokengate-core/src/tokengate/core/_process_worker.py",
         "_portable",
     ): "(in the worker process) a round trip of an exception it just pickled itself",
 }
+#: Modules that may import ``socket``: only to wrap the unnamed socket pair that
+#: ``multiprocessing`` makes between the coordinator and a worker process it spawns.
+SOCKET_PAIR_ONLY = {
+    "tokengate-core/src/tokengate/core/_procpool.py",
+    "tokengate-core/src/tokengate/core/_procpool_wire.py",
+    "tokengate-core/src/tokengate/core/_process_worker.py",
+}
+#: Calls that would give a socket an address or reach one.
+ADDRESSING = {"bind", "listen", "accept", "connect", "create_server", "create_connection"}
 
 
 class _Audit(ast.NodeVisitor):
@@ -199,6 +210,8 @@ class _Audit(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             self.aliases[alias.asname or alias.name] = alias.name
+            if alias.name == "socket" and self.relative in SOCKET_PAIR_ONLY:
+                continue
             if alias.name in NETWORK_MODULES:
                 self.findings.append(f"{self._where(node)} imports {alias.name}")
         self.generic_visit(node)
@@ -222,6 +235,12 @@ class _Audit(ast.NodeVisitor):
                     self.unpickling.append((self.relative, ".".join(self.scope), node.lineno))
             if func.attr == "recv":  # Connection.recv() unpickles what it reads
                 self.findings.append(f"{self._where(node)} calls .recv() (unpickles)")
+            if (
+                func.attr in ADDRESSING
+                and self.relative in SOCKET_PAIR_ONLY
+                and ast.unparse(func.value) != "signature"  # inspect.Signature.bind
+            ):
+                self.findings.append(f"{self._where(node)} calls .{func.attr}()")
             if func.attr in UNSAFE_NAMES:
                 self.findings.append(f"{self._where(node)} calls .{func.attr}()")
         elif isinstance(func, ast.Name) and func.id in UNSAFE_NAMES:
@@ -252,14 +271,14 @@ def test_unpickling_happens_only_in_the_process_backend() -> None:
     assert findings == [], "\n".join(findings)
     unexpected = sites - set(ALLOWED_UNPICKLING)
     assert unexpected == set(), f"new unpickling sites need a security review: {unexpected}"
-    assert ("tokengate-core/src/tokengate/core/_process.py", "ProcessBackend._collect") in sites
+    assert ("tokengate-core/src/tokengate/core/_procpool_wire.py", "MessageReader.read") in sites
 
 
 def test_the_worker_pipe_is_made_here_and_has_no_address() -> None:
-    """Statically: the backend makes its pipe with its own multiprocessing context and hands
-    one end to the child it starts; nothing else reads from a connection."""
-    source = (ROOT / "packages/tokengate-core/src/tokengate/core/_process.py").read_text()
-    tree = ast.parse(source)
+    """Statically: the pool makes its socket pair with its own multiprocessing context and
+    hands one end to the child it starts; frames are read only from that socket."""
+    core = ROOT / "packages/tokengate-core/src/tokengate/core"
+    tree = ast.parse((core / "_procpool.py").read_text())
     pipes = [
         node
         for node in ast.walk(tree)
@@ -269,14 +288,16 @@ def test_the_worker_pipe_is_made_here_and_has_no_address() -> None:
     ]
     assert len(pipes) == 1
     assert ast.unparse(pipes[0].func) == "self._context.Pipe"
-    receivers = {
-        ast.unparse(node.func.value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and node.func.attr in {"recv_bytes", "recv_bytes_into", "recv"}
-    }
-    assert receivers == {"conn"}, receivers
+    receivers: set[str] = set()
+    for name in ("_procpool.py", "_procpool_wire.py", "_process_worker.py", "_process.py"):
+        for node in ast.walk(ast.parse((core / name).read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"recv_bytes", "recv_bytes_into", "recv", "recv_into"}
+            ):
+                receivers.add(f"{name}:{ast.unparse(node.func.value)}")
+    assert receivers == {"_procpool_wire.py:self._sock"}, receivers
 
 
 # ---------------------------------------------------------------------- runtime unpickling audit
@@ -297,24 +318,35 @@ def _parent_pid_of(pid: int) -> int:
 def test_coordinator_unpickles_only_what_its_own_worker_sent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    received: list[tuple[Connection, bytes]] = []
+    received: list[tuple[int, bytes]] = []
     unpickled: list[bytes] = []
     lock = threading.Lock()
-    real_recv_bytes = Connection.recv_bytes
+    real_read = MessageReader.read
     real_loads = pickle.loads
 
-    def recording_recv_bytes(self: Connection, maxlength: int | None = None) -> bytes:
-        data = real_recv_bytes(self, maxlength)
-        with lock:
-            received.append((self, data))
-        return data
+    def recording_read(self: MessageReader) -> object:
+        sock = self._sock
+        real_recv_into = sock.recv_into
+
+        class Recorder:
+            def recv_into(self, view: Any, *args: Any) -> int:
+                got = real_recv_into(view, *args)
+                with lock:
+                    received.append((sock.fileno(), bytes(view[:got])))
+                return got
+
+        self._sock = Recorder()  # type: ignore[assignment]
+        try:
+            return real_read(self)
+        finally:
+            self._sock = sock
 
     def recording_loads(data: Any, /, **kwargs: Any) -> Any:
         with lock:
-            unpickled.append(data)
+            unpickled.append(bytes(data))
         return real_loads(data, **kwargs)
 
-    monkeypatch.setattr(Connection, "recv_bytes", recording_recv_bytes)
+    monkeypatch.setattr(MessageReader, "read", recording_read)
     monkeypatch.setattr(pickle, "loads", recording_loads)
 
     coordinator = OperationsCoordinator(cores=1, workers_per_core=1).start()
@@ -325,25 +357,26 @@ def test_coordinator_unpickles_only_what_its_own_worker_sent(
         assert p_add(4, 5).get(WAIT) == 9
         backend = coordinator._domains[0].backend
         assert isinstance(backend, ProcessBackend)
-        conn = backend._conn
-        assert conn is not None
+        pool = backend.executor.pools[0]
+        proc = pool._proc
+        assert proc is not None
+        sock = proc.sock
         assert backend.pid is not None
         # The peer is a child this process spawned itself ...
         assert _parent_pid_of(backend.pid) == os.getpid()
         # ... over an unnamed socket pair: no address another process could connect to.
-        probe = socket.socket(fileno=os.dup(conn.fileno()))
-        try:
-            assert probe.family == socket.AF_UNIX
-            assert probe.getsockname() in ("", b"")
-            assert probe.getpeername() in ("", b"")
-        finally:
-            probe.close()
+        assert sock.family == socket.AF_UNIX
+        assert sock.getsockname() in ("", b"")
+        assert sock.getpeername() in ("", b"")
+        worker_fd = sock.fileno()
     finally:
         coordinator.stop(timeout=WAIT)
     assert_quiescent(coordinator)
 
-    assert len(unpickled) == 3, "expected one unpickled answer per call"
+    assert unpickled, "expected the answers to be unpickled"
+    from_worker = b"".join(data for fd, data in received if fd == worker_fd)
     for data in unpickled:
-        sources = [c for c, d in received if d is data]
-        assert sources, "the coordinator unpickled bytes it did not receive from its worker"
-        assert all(c is conn for c in sources), "unpickled bytes came from another connection"
+        assert data in from_worker, (
+            "the coordinator unpickled bytes it did not receive from its worker"
+        )
+    assert {fd for fd, _ in received} == {worker_fd}, "frames were read from another socket"

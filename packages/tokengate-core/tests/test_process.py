@@ -1,5 +1,6 @@
-"""Process domains: one worker process per core domain, pickling rules, errors, crashes,
-kill / timeout of bodies running in a process, and shutdown.
+"""Process domains through a coordinator: a worker process per core domain, pickling rules,
+errors, crashes, kill / timeout of bodies running in a process (the process is replaced),
+drain, and shutdown.
 
 Process targets live in ``tests/support/core_procfuncs.py`` (importable by module and
 qualified name in the worker process). Starting a worker process costs a fraction of a
@@ -14,15 +15,16 @@ import os
 import socket
 import sys
 import threading
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import core_procfuncs as procfuncs
 import pytest
 
 from tokengate.core import (
-    CoordinatorNotRunningError,
     OperationsCoordinator,
     ProcessDomainError,
     TaskKilledError,
@@ -30,13 +32,19 @@ from tokengate.core import (
     TokenTimeoutError,
     task_token_guard,
 )
-from tokengate.core._process import ProcessBackend, resolve_function
+from tokengate.core._config import CoordinatorConfig
+from tokengate.core._executors import ExecutorDomain
+from tokengate.core._process import ProcessExecutor, resolve_function
+from tokengate.core._process_worker import InlineToken
+from tokengate.core._procpool import ProcPool
 
-WAIT = 30.0
+WAIT = 60.0
 """Upper bound of every wait here (a worker process may need a moment to start)."""
 
 PROCESS = {"process_pool": True}
 HEAVY = {"process_pool": True, "weight": "heavy"}
+#: Calls behind a body that has run longer than this wait in the parent, not yet started.
+LONG_BODY = 0.1
 
 heavy_add = task_token_guard("proc_heavy_add", tags=HEAVY)(procfuncs.add)
 heavy_echo = task_token_guard("proc_heavy_echo", tags=HEAVY)(procfuncs.echo)
@@ -98,7 +106,7 @@ class Rendezvous:
 @pytest.fixture(scope="module")
 def coordinator() -> Iterator[OperationsCoordinator]:
     """Two core domains (HEAVY → core 1, MEDIUM → core 2), shared by the module."""
-    coordinator = OperationsCoordinator(cores=2, workers_per_core=2).start()
+    coordinator = OperationsCoordinator(cores=2, workers_per_core=2, processes_per_core=1).start()
     yield coordinator
     coordinator.stop(timeout=WAIT)
 
@@ -123,8 +131,6 @@ def test_one_worker_process_per_core_domain(coordinator: OperationsCoordinator) 
     assert heavy_pids != medium_pids
     assert os.getpid() not in heavy_pids | medium_pids
     assert all(t.process_pool for t in heavy)
-    cores = coordinator.stats().cores
-    assert [c.process_alive for c in cores] == [True, True]
 
 
 def test_arguments_and_results_cross_by_pickle(coordinator: OperationsCoordinator) -> None:
@@ -162,9 +168,9 @@ def test_an_unpicklable_argument_fails_before_the_body_runs(
     error = token.exception(WAIT)
     assert isinstance(error, ProcessDomainError)
     message = str(error)
-    assert "argument 'payload'" in message
+    assert "argument 'payload' (lock)" in message
     assert "cannot be pickled" in message
-    assert "drop process_pool" in message
+    assert "run the operation on threads" in message
     assert token.state is TokenState.FAILED
     assert heavy_record(str(tmp_path / "other")).get(WAIT) == 1  # the domain still works
     assert not marker.exists()  # the body never ran, anywhere
@@ -176,9 +182,7 @@ def test_an_unpicklable_result_fails_and_the_body_ran_once(
     marker = tmp_path / "runs"
     error = heavy_lock_result(str(marker)).exception(WAIT)
     assert isinstance(error, ProcessDomainError)
-    assert "result" in str(error)
-    assert "cannot be pickled" in str(error)
-    assert "drop process_pool" in str(error)
+    assert "the result (lock) cannot be pickled" in str(error)
     assert heavy_add(1, 1).get(WAIT) == 2
     assert marker.read_text().splitlines() == ["ran"]
 
@@ -193,7 +197,7 @@ def test_an_exception_keeps_its_type_message_and_remote_traceback(
     notes = "\n".join(getattr(caught.value, "__notes__", []))
     assert "Remote traceback" in notes
     assert "_inner_failure" in notes  # the frame inside the worker process
-    assert "core 1" in notes
+    assert "core1" in notes
 
 
 def test_an_exception_that_cannot_cross_is_described(coordinator: OperationsCoordinator) -> None:
@@ -203,28 +207,40 @@ def test_an_exception_that_cannot_cross_is_described(coordinator: OperationsCoor
     assert "left/right" in str(error)
 
 
-def test_a_function_that_cannot_be_imported_by_name_is_refused(
-    coordinator: OperationsCoordinator, tmp_path: Path
-) -> None:
+def test_a_local_function_runs_by_value(coordinator: OperationsCoordinator, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
 
-    def local_body() -> None:
+    def local_body() -> int:
         marker.write_text("ran")
+        return os.getpid()
 
     local = task_token_guard("proc_heavy_local", tags=HEAVY)(local_body)
-    error = local().exception(WAIT)
-    assert isinstance(error, ProcessDomainError)
-    assert "importable" in str(error)
-    assert "process_pool" in str(error)
-    assert not marker.exists()
+    assert local().get(WAIT) != os.getpid()
+    assert marker.read_text() == "ran"
 
 
-def test_tokens_cannot_be_created_inside_a_worker_process(
+def test_a_lock_held_by_a_local_function_is_refused_before_it_runs(
     coordinator: OperationsCoordinator,
 ) -> None:
-    error = heavy_token_inside().exception(WAIT)
-    assert isinstance(error, CoordinatorNotRunningError)
-    assert "worker process" in str(error)
+    lock = threading.Lock()
+
+    def holds_a_lock() -> bool:
+        return lock.locked()
+
+    local = task_token_guard("proc_heavy_lock_holder", tags=HEAVY)(holds_a_lock)
+    error = local().exception(WAIT)
+    assert isinstance(error, ProcessDomainError)
+    assert "proc_heavy_lock_holder cannot run in a worker process" in str(error)
+    assert "cloudpickle" in str(error)
+
+
+def test_a_decorated_call_inside_a_worker_process_runs_inline(
+    coordinator: OperationsCoordinator,
+) -> None:
+    inner: object = heavy_token_inside().get(WAIT)
+    assert isinstance(inner, InlineToken)
+    assert inner.done()
+    assert inner.get() == 2
 
 
 # ---------------------------------------------------------------------- crashes
@@ -249,30 +265,30 @@ def test_a_dying_process_fails_only_its_running_token(
     assert isinstance(error, ProcessDomainError)
     message = str(error)
     assert expected in message
-    assert "core 1" in message
-    assert crashing.token_id in message
+    assert "core1" in message
+    assert f"while running token {crashing.token_id}" in message
+    assert "nothing else failed" in message
     assert "died" in caplog.text
     after = heavy_whoami().get(WAIT)
     assert after != before  # a fresh process took over
-    assert coordinator.stats().cores[0].process_alive is True
 
 
 # ---------------------------------------------------------------------- kill and timeout
-def test_kill_while_running_in_the_process(
+def test_kill_while_running_stops_the_body_and_replaces_the_process(
     coordinator: OperationsCoordinator, rendezvous: Rendezvous
 ) -> None:
     pid = heavy_whoami().get(WAIT)
     token = heavy_wait(rendezvous.port)
     assert rendezvous.wait_started() == pid
-    queued = heavy_add(20, 22)  # waits for the process: one call in flight at a time
+    time.sleep(LONG_BODY)
+    queued = heavy_add(20, 22)  # behind a long body: waits in the parent, not started
+    assert queued.state is TokenState.ADMITTED
     assert token.kill("admin") is True
     with pytest.raises(TaskKilledError, match="admin"):
-        token.get(0)  # at once, while the body still runs
-    assert queued.state is TokenState.ADMITTED  # waiting for the process: not started
-    rendezvous.go()
-    assert queued.get(WAIT) == 42
-    assert token.state is TokenState.KILLED  # the late result was discarded
-    assert heavy_whoami().get(WAIT) == pid  # no restart was needed
+        token.get(0)  # at once
+    assert queued.get(WAIT) == 42  # on the fresh process
+    assert token.state is TokenState.KILLED
+    assert heavy_whoami().get(WAIT) != pid  # the running body was stopped with its process
     counts = coordinator.stats().operations["proc_heavy_wait"]
     assert (counts.completed, counts.killed, counts.failed) == (0, 1, 0)
 
@@ -284,7 +300,7 @@ def test_kill_before_the_call_crosses_never_runs(
     heavy_whoami().get(WAIT)
     blocker = heavy_wait(rendezvous.port)
     rendezvous.wait_started()
-    queued = heavy_record(str(marker))
+    queued = heavy_record(str(marker))  # sent to the process at once, behind the blocker
     assert queued.kill("not needed")
     rendezvous.go()
     assert blocker.get(WAIT) == "finished"
@@ -299,6 +315,7 @@ def test_drain_kills_calls_waiting_for_the_process(
     heavy_whoami().get(WAIT)
     blocker = heavy_wait(rendezvous.port)
     rendezvous.wait_started()
+    time.sleep(LONG_BODY)
     queued = [heavy_record(str(marker), payload=i) for i in range(3)]
     assert all(t.state is TokenState.ADMITTED for t in queued)
     assert coordinator.drain("proc_heavy_record") == 3
@@ -311,7 +328,7 @@ def test_drain_kills_calls_waiting_for_the_process(
     assert all(t.duration is None for t in queued)  # they never started
 
 
-def test_timeout_while_running_in_the_process(
+def test_a_timeout_while_running_kills_and_replaces_the_process(
     coordinator: OperationsCoordinator, rendezvous: Rendezvous
 ) -> None:
     pid = heavy_whoami().get(WAIT)
@@ -320,8 +337,7 @@ def test_timeout_while_running_in_the_process(
     with pytest.raises(TokenTimeoutError):
         token.get(WAIT)
     assert token.state is TokenState.TIMEOUT
-    rendezvous.go()
-    assert heavy_whoami().get(WAIT) == pid
+    assert heavy_whoami().get(WAIT) != pid  # the hung body's process was replaced
     assert token.state is TokenState.TIMEOUT
 
 
@@ -364,7 +380,7 @@ def test_stop_terminates_a_body_that_never_returns(
     stuck = heavy_wait(rendezvous.port)  # the newest coordinator takes the call
     stuck_pid = rendezvous.wait_started()
     idle_pid = medium_whoami().get(WAIT)
-    queued = [heavy_add(i, 0) for i in range(3)]
+    queued = [heavy_add(i, 0) for i in range(3)]  # nothing measured: they wait in the parent
     with caplog.at_level(logging.WARNING, logger="tokengate"):
         stopper = threading.Thread(target=own.stop, kwargs={"timeout": 0.3}, name="stopper")
         stopper.start()
@@ -372,8 +388,6 @@ def test_stop_terminates_a_body_that_never_returns(
         assert not stopper.is_alive()
     assert stuck.state is TokenState.KILLED
     assert [t.state for t in queued] == [TokenState.KILLED] * 3, [t.exception(0) for t in queued]
-    assert [c.process_alive for c in own.stats().cores] == [False, False]
-    assert "terminating the worker process" in caplog.text
     for pid in (stuck_pid, idle_pid):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -388,14 +402,15 @@ def test_stop_lets_admitted_process_work_finish(coordinator: OperationsCoordinat
     assert [t.get(0) for t in tokens] == list(range(1, 11))
     with pytest.raises(ProcessLookupError):
         os.kill(pid_token.get(0), 0)  # the worker process exited
-    assert own.stats().cores[0].process_alive is False
 
 
 def test_forkserver_start_method(coordinator: OperationsCoordinator) -> None:
-    with OperationsCoordinator(cores=1, process_start_method="forkserver") as own:
+    with OperationsCoordinator(cores=1, process_start_method="forkserver"):
         assert heavy_add(40, 2).get(WAIT) == 42
-        assert heavy_whoami().get(WAIT) != os.getpid()
-    assert own.stats().cores[0].process_alive is False
+        pid = heavy_whoami().get(WAIT)
+        assert pid != os.getpid()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 # ---------------------------------------------------------------------- internals
@@ -411,7 +426,7 @@ def test_resolve_function_handles_main_wrappers_and_missing_names(
     monkeypatch.setitem(sys.modules, "__mp_main__", fake_main)
     assert resolve_function("__main__", "target") is target
     unwrapped = resolve_function("core_procfuncs", "double")
-    assert unwrapped is procfuncs.double.__wrapped__  # type: ignore[attr-defined]
+    assert unwrapped is procfuncs.double.__wrapped__
     assert unwrapped(4) == 8
     assert resolve_function("core_procfuncs", "TwoArgumentError") is procfuncs.TwoArgumentError
     with pytest.raises(AttributeError):
@@ -420,18 +435,23 @@ def test_resolve_function_handles_main_wrappers_and_missing_names(
         resolve_function("no_such_module_for_tokengate", "f")
 
 
+def _domain(coordinator: OperationsCoordinator, **settings: Any) -> ExecutorDomain:
+    config = CoordinatorConfig(cores=1, **settings)
+    return ExecutorDomain(1, 1, None, config, f"{coordinator.name}-direct")
+
+
 def test_fork_is_refused(coordinator: OperationsCoordinator) -> None:
     with pytest.raises(ValueError, match="fork"):
-        ProcessBackend(coordinator, 1, None, "fork")
+        ProcPool("direct", lambda outcomes: None, start_method="fork")
 
 
-def test_a_backend_that_never_ran_anything_shuts_down_at_once(
+def test_an_executor_that_never_ran_anything_shuts_down_at_once(
     coordinator: OperationsCoordinator,
 ) -> None:
-    backend = ProcessBackend(coordinator, 2, None)
-    assert backend.alive is False
-    stopper = threading.Thread(target=backend.shutdown, args=(0.1,), name="shut")
+    executor = ProcessExecutor(_domain(coordinator))
+    assert executor.stats().workers == 0
+    stopper = threading.Thread(target=executor.shutdown, args=(0.1,), name="shut")
     stopper.start()
     stopper.join(WAIT)
     assert not stopper.is_alive()
-    assert backend.alive is False
+    assert executor.stats().workers == 0

@@ -137,10 +137,10 @@ def test_closures_and_lambdas_run_by_value(shared: tuple[ProcPool, Collector]) -
 
     assert run(pool, collector, ref(closure), 2) == (OK, 42)
     assert run(pool, collector, ref(lambda x: x * offset), 2) == (OK, 80)
-    # a lambda as an argument crosses by value too
-    kind, value = run(pool, collector, ref(funcs.echo), lambda: 7)
-    assert kind == OK
-    assert value() == 7
+    # arguments are data: a lambda as an argument does not cross (plain pickle only)
+    kind, error = run(pool, collector, ref(funcs.echo), lambda: 7)
+    assert kind == ERR
+    assert "argument 'value' (function)" in str(error)
 
 
 def test_arrays_and_bytes_cross_out_of_band(shared: tuple[ProcPool, Collector]) -> None:
@@ -171,7 +171,7 @@ def test_an_unpicklable_argument_fails_only_its_call(shared: tuple[ProcPool, Col
     assert third == (OK, 3)
     assert bad[0] == ERR
     assert isinstance(bad[1], ProcessDomainError)
-    assert "argument '#0' (lock)" in str(bad[1])
+    assert "argument 'value' (lock)" in str(bad[1])
     assert "pickle" in str(bad[1])
 
 

@@ -1,47 +1,29 @@
-"""Process domains: the ``process`` executor, and the older one-call backend.
+"""Process domains: the built-in ``process`` executor.
 
-:class:`ProcessExecutor` is the built-in ``process`` executor: one worker process per core
-domain, batched and pipelined calls (see :mod:`._procpool`). :class:`ProcessBackend` below is
-the older one-call-in-flight backend, kept while the coordinator still drives it directly.
+:class:`ProcessExecutor` runs the bodies of one core domain in worker processes, with batched
+and pipelined calls (the engine is :mod:`._procpool`); :class:`ProcessBackend` adapts it to a
+coordinator that hands over one token at a time.
 
-The older backend:
-
-The coordinator's process pickles each call (module, qualified name, arguments) before it
-crosses, sends it over a private pipe to the domain's worker process, and ends the token with
-the pickled answer. Only one call is in flight per process, so a process that dies fails only
-the token it was running; the next token starts a fresh process.
-
-Trust model: the parent unpickles only what comes back over the anonymous pipe it created for
-its own child process; nothing listens on a socket or a named address.
+Trust model: the parent unpickles only what its own child processes send over private socket
+pairs; nothing listens on a socket address.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import logging
-import os
-import pickle
-import signal
 import threading
 import time
-import traceback
-from collections import deque
 from collections.abc import Callable, Sequence
-from multiprocessing import get_context
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
-from . import _guard
-from ._config import machine_cpus
+from ._config import CoordinatorConfig, machine_cpus
 from ._enums import TokenState
-from ._errors import PluginError, ProcessDomainError
 from ._executors import AUTO, ExecutorBackend, ExecutorDomain, ExecutorStats
 from ._process_worker import ERR, OK, resolve_function
 from ._procpool import (
     BodyProfile,
     Call,
+    CallError,
     FunctionRef,
     Outcome,
     ProcPool,
@@ -51,24 +33,13 @@ from ._procpool import (
 from ._procpool_wire import dumps
 
 if TYPE_CHECKING:
-    from ._coordinator import OperationsCoordinator
     from ._token import TaskToken
 
 __all__ = ("ProcessBackend", "ProcessExecutor", "resolve_function")
 
 _log = logging.getLogger("tokengate.worker")
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
-_STOP = b""
-_OK = OK
-_ERR = ERR
-_COMPLETED = TokenState.COMPLETED
-_FAILED = TokenState.FAILED
-_EXECUTING = TokenState.EXECUTING
-_ADMITTED_ONLY = frozenset({TokenState.ADMITTED})
-#: How long an idle worker process gets to exit on its own after the stop message.
-_EXIT_GRACE = 2.0
 
-
+_STOPPED = frozenset({TokenState.KILLED, TokenState.TIMEOUT})
 #: Functions prepared per executor (by reference or by value); beyond this, the oldest go.
 _FUNCTION_CACHE = 1024
 
@@ -76,11 +47,11 @@ _FUNCTION_CACHE = 1024
 class ProcessExecutor(ExecutorBackend):
     """The built-in ``process`` executor: the bodies of one core domain in a worker process.
 
-    Calls cross in batches over a private socket pair, several batches in flight, and their
-    outcomes come back in batches (see the process domains page of the docs). Importable
-    functions travel by reference with plain pickle; closures, lambdas and functions of
-    ``__main__`` by value through cloudpickle; large numpy arrays and ``bytes`` as pickle
-    protocol 5 out-of-band buffers.
+    Calls cross in batches over a private socket pair, several batches in flight; outcomes
+    are written as bodies end and read in batches (see the process domains page of the
+    docs). Importable functions travel by reference with plain pickle; closures, lambdas and
+    functions of ``__main__`` by value through cloudpickle; large numpy arrays and ``bytes``
+    as pickle protocol 5 out-of-band buffers.
 
     Guarantees: a body never runs twice; a process that dies fails only the call it was
     running (calls it had not started go to a fresh process); :meth:`cancel` of a running
@@ -267,16 +238,11 @@ class ProcessExecutor(ExecutorBackend):
     def _arguments_pickle(self, token: TaskToken[Any], fn: FunctionRef) -> bool:
         """For an ``auto`` operation: whether the call's arguments pickle. If not, the token
         goes to :attr:`fallback` (threads) or fails with a clear error; it never runs here."""
-        call = (token.args, token.kwargs)
         try:
-            dumps(call)
+            dumps((token.args, token.kwargs))
             return True
-        except Exception as plain:
-            try:
-                dumps(call, by_value=True)
-                return True
-            except Exception:
-                problem = plain
+        except Exception as exc:
+            problem = exc
         self._pool.note_unpicklable(fn.name)
         fallback = self.fallback
         if fallback is not None:
@@ -320,6 +286,8 @@ class ProcessExecutor(ExecutorBackend):
             if kind == OK:
                 token.set_result(value)
             elif kind == ERR:
+                if isinstance(value, CallError):
+                    value = value.naming(f"token {token.token_id} ({token.operation_type})")
                 token.set_exception(value)
 
 
@@ -345,575 +313,59 @@ def _kill_token(owner: object, core_id: int) -> None:
 
 
 class ProcessBackend:
-    """The worker process of one core domain (an :class:`~._executors.ExecutorBackend`).
+    """The process executor of one core domain, as a coordinator that hands over one token
+    at a time drives it (``submit(token)``, ``shutdown``, ``alive``).
 
-    ``submit`` pickles the call at once (an unpicklable argument fails the token before
-    anything runs). When the process is idle, the submitting worker thread sends the call
-    itself; otherwise the call waits in a queue. A dispatcher thread collects every answer
-    (or notices the process died), ends the token and sends the next queued call: one call
-    in flight at a time. The process starts lazily, with the configured start method, and a
-    fresh one replaces it after a crash.
+    A thin adapter over :class:`ProcessExecutor`: it also tells the executor when a token it
+    holds ends ``KILLED`` or ``TIMEOUT``, so a body running in a process is stopped with its
+    process.
     """
 
     def __init__(
         self,
-        coordinator: OperationsCoordinator,
+        coordinator: Any,
         core_id: int,
         cpu: int | None,
         start_method: str = "spawn",
     ) -> None:
         """Prepare the backend of ``core_id`` (no process starts until the first token).
 
-        Args:
-            coordinator: the owner; its name labels threads and processes.
-            core_id: the core domain served.
-            cpu: the CPU to bind the process to (``pin_cpus``), or None.
-            start_method: ``spawn`` or ``forkserver`` (never ``fork``: the parent is
-                multi-threaded).
-
         Raises:
-            ValueError: ``start_method`` is ``fork``.
+            ValueError: ``start_method`` is ``fork`` (the coordinator is multi-threaded).
         """
         if start_method == "fork":
             raise ValueError("process domains never use 'fork': the coordinator is multi-threaded")
-        self._coordinator = coordinator
-        self._core_id = core_id
-        self._cpu = cpu
-        self._context = get_context(start_method)
-        self._label = f"{coordinator.name}-core{core_id}"
-        self._cond = threading.Condition(threading.Lock())
-        # Calls waiting for the process: (token, pickled call, already moved to EXECUTING).
-        self._pending: deque[tuple[TaskToken[Any], bytes, bool]] = deque()
-        # The token whose call is being sent or is in flight (at most one).
-        self._active: TaskToken[Any] | None = None
-        # A call sent by a worker thread, for the dispatcher to collect.
-        self._flight: tuple[TaskToken[Any], BaseProcess, Connection] | None = None
-        self._closed = False
-        self._thread: threading.Thread | None = None
-        self._process: BaseProcess | None = None
-        self._conn: Connection | None = None
-        self._answered = 0
-        self._restarts = 0
+        config: CoordinatorConfig = coordinator._config
+        if config.process_start_method != start_method:
+            config = config.model_copy(update={"process_start_method": start_method})
+        domain = ExecutorDomain(core_id, config.cores, cpu, config, coordinator.name)
+        self.executor = ProcessExecutor(domain)
 
-    # ------------------------------------------------------------------ the interface
     @property
     def alive(self) -> bool:
-        """Whether the domain's worker process runs now."""
-        process = self._process
-        if process is None:
-            return False
-        try:
-            return process.is_alive()
-        except (AssertionError, ValueError, OSError):
-            return False
+        """Whether a worker process of the domain runs now."""
+        return self.executor.stats().workers > 0
 
     @property
     def pid(self) -> int | None:
-        """The pid of the current worker process, or None."""
-        process = self._process
-        if process is None:
-            return None
-        try:
-            return process.pid
-        except ValueError:  # closed after shutdown
-            return None
+        """The pid of the domain's first worker process, or None."""
+        return self.executor.pools[0].pid
 
     @property
     def restarts(self) -> int:
-        """How many worker processes were started after the first one (after crashes)."""
-        return self._restarts
+        """Worker processes started after the first ones (deaths, kills, recycling)."""
+        return sum(pool.stats().restarts for pool in self.executor.pools)
 
     def submit(self, token: TaskToken[Any]) -> None:
-        """Pickle the call of an ``ADMITTED`` token and send or queue it; return at once.
+        """Hand one ``ADMITTED`` token to the executor; returns at once."""
+        token.add_done_callback(self._ended)
+        self.executor.submit((token,))
 
-        The token moves to ``EXECUTING`` only when its call is sent. An argument that cannot
-        be pickled, or a function that cannot be imported by name, fails the token here: the
-        body never runs.
-        """
-        plan = token._plan
-        args, kwargs = token.args, token.kwargs
-        if token.done():  # killed or timed out before it got here: it never runs
-            return
-        problem = _importability_problem(plan.module, plan.qualname)
-        if problem is not None:
-            token._finish(
-                _FAILED,
-                exc=ProcessDomainError(
-                    f"{plan.operation_type} cannot run with process_pool: {problem}; define it "
-                    "at module level of an importable module, or drop process_pool"
-                ),
-            )
-            return
-        try:
-            payload = pickle.dumps(
-                (plan.operation_type, plan.module, plan.qualname, args, kwargs), _PROTOCOL
-            )
-        except Exception as exc:
-            token._finish(
-                _FAILED, exc=_argument_error(plan.operation_type, plan.func, args, kwargs, exc)
-            )
-            return
-        direct: tuple[BaseProcess, Connection] | None = None
-        with self._cond:
-            if self._closed:
-                refused = True
-            else:
-                refused = False
-                process, conn = self._process, self._conn
-                if (
-                    self._active is None
-                    and not self._pending
-                    and process is not None
-                    and conn is not None
-                    and process.exitcode is None
-                ):
-                    self._active = token
-                    direct = (process, conn)
-                else:
-                    self._pending.append((token, payload, False))
-                    if self._thread is None:
-                        self._thread = threading.Thread(
-                            target=self._dispatch, name=f"{self._label}-process", daemon=True
-                        )
-                        self._thread.start()
-                    else:
-                        self._cond.notify()
-        if refused:
-            token.kill(f"the worker process of core {self._core_id} shut down before it ran")
-        elif direct is not None:
-            self._send_direct(token, payload, *direct)
+    def _ended(self, token: TaskToken[Any]) -> None:
+        if token.state in _STOPPED:
+            self.executor.cancel(token)
 
     def shutdown(self, timeout: float) -> None:
-        """End every token still held, stop the worker process and the dispatcher thread.
-
-        A queued token ends ``KILLED`` without running. A body still running in the process
-        (its token was killed or timed out already) is abandoned: the process is terminated.
-        Takes at most about ``timeout`` seconds (and a few more only to kill a process that
-        ignores SIGTERM).
-        """
-        deadline = time.monotonic() + max(0.0, timeout)
-        with self._cond:
-            self._closed = True
-            pending = [entry[0] for entry in self._pending]
-            self._pending.clear()
-            active = self._active
-            self._cond.notify_all()
-        for token in pending:
-            token.kill(f"the worker process of core {self._core_id} shut down before it ran")
-        process = self._process
-        if active is not None:
-            active.kill(f"the worker process of core {self._core_id} shut down")
-            if process is not None:
-                _log.warning(
-                    "%s: terminating the worker process (pid %s) with the body of %s still running",
-                    self._label,
-                    process.pid,
-                    active.token_id,
-                )
-                _terminate(process)
-        current = threading.current_thread()
-        thread = self._thread
-        if thread is not None and thread is not current:
-            thread.join(max(0.05, min(_EXIT_GRACE, deadline - time.monotonic())))
-        if process is not None:
-            process.join(max(0.05, min(_EXIT_GRACE, deadline - time.monotonic())))
-            if process.exitcode is None:
-                _log.warning("%s: the worker process did not exit; terminating it", self._label)
-                _terminate(process)
-            if thread is not None and thread is not current:
-                thread.join(1.0)
-        if thread is None or not thread.is_alive():
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
-            if process is not None and process.exitcode is not None:
-                with contextlib.suppress(ValueError):
-                    process.close()
-
-    # ------------------------------------------------------------------ sending
-    def _send_direct(
-        self, token: TaskToken[Any], payload: bytes, process: BaseProcess, conn: Connection
-    ) -> None:
-        """Send from the submitting thread to the idle process; the dispatcher collects."""
-        started = self._starting(token)
-        sent = False
-        if started:
-            try:
-                conn.send_bytes(payload)
-                sent = True
-            except (OSError, ValueError):
-                pass
-        with self._cond:
-            if sent:
-                self._flight = (token, process, conn)
-            else:
-                self._active = None
-                if started and not token.done():
-                    # The pipe broke before the call crossed, so the body has not run: the
-                    # dispatcher retries it on a fresh process (or ends it if shut down).
-                    self._pending.appendleft((token, payload, True))
-            self._cond.notify()
-
-    def _starting(self, token: TaskToken[Any]) -> bool:
-        """Move the token to ``EXECUTING`` and run the started hook; False if it must not run.
-
-        A token killed, drained or timed out while it waited here is no longer ``ADMITTED``:
-        it never runs.
-        """
-        if not token._move(_ADMITTED_ONLY, _EXECUTING):
-            return False
-        plan = token._plan
-        if plan.on_started is not None:
-            try:
-                plan.on_started(token=token)
-            except BaseException as exc:
-                token._finish(
-                    _FAILED,
-                    exc=PluginError(f"a plugin failed before {token.token_id} ran: {exc!r}"),
-                )
-                return False
-        return True
-
-    def _send(
-        self, token: TaskToken[Any], payload: bytes, started: bool
-    ) -> tuple[BaseProcess, Connection] | None:
-        """Send from the dispatcher, starting a process when needed; None if nothing crossed."""
-        if not started and not self._starting(token):
-            return None
-        for attempt in range(2):
-            with self._cond:
-                if self._closed:
-                    token.kill(
-                        f"the worker process of core {self._core_id} shut down before it ran"
-                    )
-                    return None
-                try:
-                    process, conn = self._ready_process()
-                except Exception as exc:
-                    token._finish(
-                        _FAILED,
-                        exc=ProcessDomainError(
-                            f"the worker process of core {self._core_id} could not be "
-                            f"started for {token.token_id}: {exc!r}"
-                        ),
-                    )
-                    return None
-            try:
-                conn.send_bytes(payload)
-            except (OSError, ValueError):
-                # The pipe broke before the call crossed: the body has not run, so a fresh
-                # process may take it once.
-                process.join(0.5)
-                if attempt == 0:
-                    continue
-                self._died(token, process)
-                return None
-            return process, conn
-        return None
-
-    def _ready_process(self) -> tuple[BaseProcess, Connection]:
-        """The live worker process and its pipe, started now if needed (under the lock)."""
-        process, conn = self._process, self._conn
-        if process is not None and conn is not None:
-            if process.exitcode is None:
-                return process, conn
-            _log.warning(
-                "%s: the idle worker process (pid %s) had exited (%s); starting a fresh one",
-                self._label,
-                process.pid,
-                _describe_exit(process.exitcode),
-            )
-        return self._start()
-
-    def _start(self) -> tuple[BaseProcess, Connection]:
-        old = self._conn
-        if old is not None:
-            old.close()
-        if self._process is not None:
-            self._restarts += 1
-            with contextlib.suppress(ValueError):
-                self._process.close()
-        parent_end, child_end = self._context.Pipe(duplex=True)
-        process = self._context.Process(  # type: ignore[attr-defined]
-            target=_child_main,
-            args=(child_end, self._core_id, self._cpu),
-            name=f"{self._label}-process",
-            daemon=True,
-        )
-        try:
-            process.start()
-        finally:
-            child_end.close()
-        if self._cpu is not None:
-            try:
-                os.sched_setaffinity(process.pid, {self._cpu})
-            except (AttributeError, OSError) as exc:
-                _log.warning(
-                    "%s: pinning the worker process to CPU %s failed: %r",
-                    self._label,
-                    self._cpu,
-                    exc,
-                )
-        self._process, self._conn = process, parent_end
-        self._answered = 0
-        _log.info("%s: started worker process pid %s", self._label, process.pid)
-        return process, parent_end
-
-    # ------------------------------------------------------------------ the dispatcher
-    def _dispatch(self) -> None:
-        cond = self._cond
-        while True:
-            job: tuple[TaskToken[Any], bytes, bool] | None = None
-            with cond:
-                while (
-                    self._flight is None
-                    and not self._closed
-                    and (self._active is not None or not self._pending)
-                ):
-                    cond.wait()
-                flight, self._flight = self._flight, None
-                if flight is None:
-                    if self._closed:
-                        break
-                    job = self._pending.popleft()
-                    self._active = job[0]
-            token = flight[0] if flight is not None else job[0] if job is not None else None
-            try:
-                if flight is not None:
-                    self._collect(*flight)
-                elif job is not None:
-                    sent = self._send(*job)
-                    if sent is not None:
-                        self._collect(job[0], *sent)
-            except BaseException as exc:  # never lose a token to a bug here
-                _log.exception("%s: dispatching a call failed", self._label)
-                if token is not None:
-                    token._finish(
-                        _FAILED,
-                        exc=ProcessDomainError(
-                            f"running {token.token_id} in the worker process of core "
-                            f"{self._core_id} failed: {exc!r}"
-                        ),
-                    )
-            with cond:
-                self._active = None
-        self._say_goodbye()
-
-    def _collect(self, token: TaskToken[Any], process: BaseProcess, conn: Connection) -> None:
-        """Wait for the answer of the call in flight (or the process's death); end the token."""
-        first = self._answered == 0
-        answer = self._receive(process, conn)
-        if answer is None:
-            self._died(token, process, first)
-            return
-        self._answered += 1
-        try:
-            kind, value, remote_tb = pickle.loads(answer)
-        except Exception as exc:
-            error = ProcessDomainError(
-                f"the answer of {token.token_id} ({token.operation_type}) from the worker "
-                f"process of core {self._core_id} could not be unpickled: {exc!r}"
-            )
-            error.__cause__ = exc
-            token._finish(_FAILED, exc=error)
-            return
-        if kind == _OK:
-            ended = token._finish(_COMPLETED, value)
-        else:
-            if remote_tb and isinstance(value, BaseException):
-                value.add_note(
-                    f"\nRemote traceback (worker process of core {self._core_id}, "
-                    f"pid {process.pid}):\n{remote_tb.rstrip()}"
-                )
-            ended = token._finish(_FAILED, exc=value)
-        if not ended:
-            _log.debug(
-                "%s: the answer of %s was discarded (the token ended %s first)",
-                self._label,
-                token.token_id,
-                token.state.value,
-            )
-
-    def _receive(self, process: BaseProcess, conn: Connection) -> bytes | None:
-        """The answer of the call in flight, or None when the process died first."""
-        while True:
-            ready = wait([conn, process.sentinel])
-            if conn in ready or conn.poll():
-                try:
-                    return conn.recv_bytes()
-                except (EOFError, OSError):
-                    return None
-            if process.sentinel in ready:
-                return None
-
-    def _died(self, token: TaskToken[Any], process: BaseProcess, first: bool = True) -> None:
-        process.join(1.0)
-        if process.exitcode is None:  # it closed the pipe but lingers: make sure it is gone
-            _terminate(process)
-        code = process.exitcode
-        with self._cond:
-            if self._process is process and self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            closed = self._closed
-        hint = (
-            "; it died before answering its first call: if it fails at start-up, check that the "
-            "main module guards its entry point with if __name__ == '__main__'"
-            if first
-            else ""
-        )
-        error = ProcessDomainError(
-            f"the worker process of core {self._core_id} (pid {process.pid}) died "
-            f"({_describe_exit(code)}) while running token {token.token_id} "
-            f"({token.operation_type}); only this token failed and the core starts a fresh "
-            f"process for its next token{hint}"
-        )
-        if token._finish(_FAILED, exc=error) and not closed:
-            _log.warning("%s", error)
-
-    def _say_goodbye(self) -> None:
-        """Ask an idle worker process to exit (the dispatcher's last message)."""
-        conn, process = self._conn, self._process
-        if conn is None or process is None or process.exitcode is not None:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            conn.send_bytes(_STOP)
-
-
-# ---------------------------------------------------------------------- parent helpers
-def _importability_problem(module: str, qualname: str) -> str | None:
-    if not module or not qualname:
-        return "it has no module or qualified name"
-    if "<locals>" in qualname or "<lambda>" in qualname:
-        return f"{module}.{qualname} is local or a lambda, not importable by name"
-    return None
-
-
-def _argument_error(
-    operation: str,
-    func: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    exc: Exception,
-) -> ProcessDomainError:
-    """Name the argument that cannot be pickled (or the call as a whole)."""
-    named: list[tuple[str, object]]
-    try:
-        bound = inspect.signature(func).bind(*args, **kwargs)
-        named = list(bound.arguments.items())
-    except (TypeError, ValueError):
-        named = [(f"#{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
-    culprit = "the call"
-    reason: BaseException = exc
-    for name, value in named:
-        try:
-            pickle.dumps(value, _PROTOCOL)
-        except Exception as inner:
-            culprit = f"argument {name!r} ({type(value).__qualname__})"
-            reason = inner
-            break
-    error = ProcessDomainError(
-        f"{culprit} of {operation} cannot be pickled for process_pool: {reason}; drop "
-        "process_pool or pass picklable arguments"
-    )
-    error.__cause__ = exc
-    return error
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "exit status unknown"
-    if code < 0:
-        try:
-            return f"killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-def _terminate(process: BaseProcess) -> None:
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        process.terminate()
-        process.join(1.0)
-        if process.exitcode is None:
-            process.kill()
-            process.join(1.0)
-
-
-# ---------------------------------------------------------------------- the worker process
-def _child_main(conn: Connection, core_id: int, cpu: int | None) -> None:
-    """Entry point of a domain's worker process: answer one call at a time until told to stop."""
-    # Ctrl-C belongs to the coordinator's process, which stops its workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _guard.IN_WORKER_PROCESS = True
-    if cpu is not None:
-        with contextlib.suppress(AttributeError, OSError):
-            os.sched_setaffinity(0, {cpu})
-    functions: dict[tuple[str, str], Callable[..., Any]] = {}
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        if data == _STOP:
-            return
-        answer = _answer(data, functions, core_id)
-        try:
-            conn.send_bytes(answer)
-        except (OSError, ValueError):
-            return
-
-
-def _answer(
-    data: bytes, functions: dict[tuple[str, str], Callable[..., Any]], core_id: int
-) -> bytes:
-    operation = "the call"
-    try:
-        operation, module, qualname, args, kwargs = pickle.loads(data)
-        key = (module, qualname)
-        func = functions.get(key)
-        if func is None:
-            func = functions[key] = resolve_function(module, qualname)
-    except BaseException as exc:
-        return _error_answer(
-            ProcessDomainError(
-                f"the worker process of core {core_id} could not load {operation}: {exc!r}; "
-                "process-domain functions must be importable by module and qualified name"
-            ),
-            None,
-        )
-    try:
-        result = func(*args, **kwargs)
-    except BaseException as exc:
-        return _error_answer(_portable(exc, operation), traceback.format_exc())
-    try:
-        return pickle.dumps((_OK, result, None), _PROTOCOL)
-    except BaseException as exc:
-        return _error_answer(
-            ProcessDomainError(
-                f"the result of {operation} ({type(result).__qualname__}) cannot be pickled for "
-                f"process_pool: {exc}; drop process_pool or return picklable data"
-            ),
-            None,
-        )
-
-
-def _portable(exc: BaseException, operation: str) -> BaseException:
-    """``exc`` if it survives a pickle round trip, else a ProcessDomainError describing it."""
-    try:
-        pickle.loads(pickle.dumps(exc, _PROTOCOL))
-    except BaseException as problem:
-        kind = type(exc)
-        return ProcessDomainError(
-            f"{operation} raised {kind.__module__}.{kind.__qualname__}: {exc} (the exception "
-            f"itself cannot cross processes: {problem!r})"
-        )
-    return exc
-
-
-def _error_answer(exc: BaseException, remote_tb: str | None) -> bytes:
-    try:
-        return pickle.dumps((_ERR, exc, remote_tb), _PROTOCOL)
-    except BaseException as problem:
-        fallback = ProcessDomainError(f"{type(exc).__qualname__}: {exc} ({problem!r})")
-        return pickle.dumps((_ERR, fallback, remote_tb), _PROTOCOL)
+        """End every token still held and stop the worker processes (see
+        :meth:`ProcessExecutor.shutdown`)."""
+        self.executor.shutdown(timeout)

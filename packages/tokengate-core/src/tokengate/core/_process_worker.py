@@ -47,8 +47,9 @@ SKIPPED = 2
 STARTED = 0
 FINISHED = 1
 START_NS = 2
+LOADING = 3
 #: How many shared counters a worker process writes.
-COUNTERS = 3
+COUNTERS = 4
 
 
 class WorkerSettings:
@@ -189,29 +190,36 @@ class _Worker:
             send_frame(self.sock, main, buffers)
 
     def send_results(self, batch: list[tuple[Any, ...]]) -> None:
-        """Send outcomes: plain pickle; else cloudpickle; else per-outcome errors."""
+        """Send outcomes (plain pickle); one that cannot be pickled becomes an error."""
         try:
             main, buffers = dumps(("results", batch))
         except Exception:
-            fixed = [_picklable_outcome(o) for o in batch]
-            try:
-                main, buffers = dumps(("results", fixed))
-            except Exception:
-                main, buffers = dumps(("results", fixed), by_value=True)
+            main, buffers = dumps(("results", [_picklable_outcome(o) for o in batch]))
         with self.send_lock:
             send_frame(self.sock, main, buffers)
 
     # ------------------------------------------------------------------ receiving
     def reader(self) -> None:
         reader = MessageReader(self.sock)
+        counters = self.counters
+
+        def loading(tag: int) -> None:
+            counters[LOADING] = tag  # the parent learns which batch killed us, if one does
+
+        reader.on_tag = loading
         while True:
             try:
                 message: Any = reader.read()
             except (EOFError, OSError):
                 os._exit(0)  # the parent is gone: nothing here can be delivered any more
-            except Exception:
-                _log.exception("%s: a message could not be loaded", self.settings.label)
+            except Exception as exc:
+                counters[LOADING] = 0
+                if reader.tag:
+                    self.send(("unloadable", reader.tag, _describe(exc)))
+                else:
+                    _log.exception("%s: a message could not be loaded", self.settings.label)
                 continue
+            counters[LOADING] = 0
             kind = message[0]
             if kind == "calls":
                 for fn_id, how, payload in message[1]:
@@ -308,6 +316,16 @@ def _run(
     return (index, OK, wrap_large_bytes(result), None, perf() - t0, thread_time() - c0)
 
 
+def _describe(exc: BaseException) -> str:
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return f"{name}: {exc}"
+
+
 def _portable(exc: BaseException) -> BaseException:
     """``exc`` if it survives a pickle round trip, else a ProcessDomainError describing it."""
     try:
@@ -351,11 +369,6 @@ def _picklable_outcome(outcome: tuple[Any, ...]) -> tuple[Any, ...]:
     try:
         dumps(value)
         return outcome
-    except Exception:
-        pass
-    try:
-        dumps(value, by_value=True)
-        return outcome  # the batch is retried by value below
     except Exception as exc:
         if kind == OK:
             error = ProcessDomainError(

@@ -30,6 +30,7 @@ socket pair; nothing listens on an address.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import logging
 import os
@@ -51,6 +52,7 @@ from ._process_worker import (
     COUNTERS,
     ERR,
     FINISHED,
+    LOADING,
     SKIPPED,
     START_NS,
     STARTED,
@@ -63,6 +65,7 @@ from ._procpool_wire import MessageReader, dumps, send_frame, wrap_large_bytes
 __all__ = (
     "BodyProfile",
     "Call",
+    "CallError",
     "FunctionRef",
     "Outcome",
     "PoolStats",
@@ -95,12 +98,14 @@ class FunctionRef:
         how: ``"ref"`` (imported by module and qualified name) or ``"value"`` (cloudpickled).
         payload: ``(module, qualname)`` or the cloudpickle bytes.
         name: how messages name it.
+        signature: its signature when it has one (names the arguments in messages).
     """
 
     fn_id: int
     how: str
     payload: Any
     name: str
+    signature: inspect.Signature | None = None
 
 
 def function_ref(func: Callable[..., Any], name: str) -> FunctionRef:
@@ -121,7 +126,7 @@ def function_ref(func: Callable[..., Any], name: str) -> FunctionRef:
     ):
         try:
             if resolve_function(module, qualname) is func:
-                return FunctionRef(next(_ids), "ref", (module, qualname), name)
+                return FunctionRef(next(_ids), "ref", (module, qualname), name, _signature(func))
         except Exception:  # not importable by name: try by value below
             pass
     try:
@@ -134,7 +139,27 @@ def function_ref(func: Callable[..., Any], name: str) -> FunctionRef:
             f"and qualified name and cloudpickle cannot pickle it by value ({exc!r}); define "
             "it at module level, or make what it refers to picklable"
         ) from exc
-    return FunctionRef(next(_ids), "value", payload, name)
+    return FunctionRef(next(_ids), "value", payload, name, _signature(func))
+
+
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+
+
+class CallError(ProcessDomainError):
+    """A :class:`ProcessDomainError` the pool reports about one call (its process died or
+    was killed, its arguments could not be loaded...). Its message says "this call"; the
+    pool's user may put its own name for the call there with :meth:`naming`."""
+
+    def naming(self, name: str) -> ProcessDomainError:
+        """The same error with ``name`` in place of "this call" / "this body"."""
+        text = str(self).replace("this call", name).replace("this body", f"the body of {name}")
+        error = ProcessDomainError(text)
+        error.__cause__ = self.__cause__
+        return error
 
 
 class Call:
@@ -148,7 +173,7 @@ class Call:
         owner: whatever the pool's user attaches (the token, for the process executor).
     """
 
-    __slots__ = ("args", "fn", "index", "kwargs", "owner", "resends", "scopes", "sent")
+    __slots__ = ("args", "fn", "index", "isolate", "kwargs", "owner", "resends", "scopes", "sent")
 
     def __init__(
         self,
@@ -166,6 +191,7 @@ class Call:
         self.index = 0  # > 0 while in flight in the current process
         self.sent = False  # ``before_send`` accepted it (it is never asked again)
         self.resends = 0
+        self.isolate = False  # its batch could not be loaded: it crosses alone from now on
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,10 +260,12 @@ class _Proc:
     """One worker process and what the parent knows about it."""
 
     __slots__ = (
+        "batches",
         "counters",
         "kill_index",
         "killed_for",
         "known",
+        "next_batch",
         "next_index",
         "process",
         "ready",
@@ -252,6 +280,9 @@ class _Proc:
         self.counters = counters
         self.known: set[int] = set()
         self.next_index = 0
+        self.next_batch = 0
+        #: Sent batches by tag: (last index, calls), until their calls have started.
+        self.batches: dict[int, tuple[int, list[Call]]] = {}
         self.ready = False
         self.retiring = False
         self.kill_index = 0
@@ -509,7 +540,11 @@ class ProcPool:
                     return
                 self._sending = True
                 count = min(room, self._batch_size, len(self._pending))
-                batch = [self._pending.popleft() for _ in range(count)]
+                pending = self._pending
+                batch = [pending.popleft()]
+                if not batch[0].isolate:
+                    while len(batch) < count and not pending[0].isolate:
+                        batch.append(pending.popleft())
             failed: list[Outcome] = []
             try:
                 self._send_batch(proc, batch, failed)
@@ -562,11 +597,22 @@ class ProcPool:
         try:
             main, buffers = dumps(message)
         except Exception:
-            items, by_value = self._isolate(batch, items, failed)
+            items = self._isolate(batch, items, failed)
             message = ("calls", defs, items)
-            main, buffers = dumps(message, by_value=by_value)
+            main, buffers = dumps(message)
+        sent = [call for call in batch if call.index]
+        if not sent:
+            return
+        with self._lock:
+            proc.next_batch = proc.next_batch % 0xFFFFFFFF + 1
+            tag = proc.next_batch
+            proc.batches[tag] = (sent[-1].index, sent)
+            if len(proc.batches) > 64:
+                started = proc.counters[STARTED]
+                for old in [t for t, (last, _) in proc.batches.items() if last <= started]:
+                    del proc.batches[old]
         try:
-            send_frame(proc.sock, main, buffers)
+            send_frame(proc.sock, main, buffers, tag)
         except OSError:
             # The process is dying: the supervisor sends these calls (never started) again.
             return
@@ -574,26 +620,21 @@ class ProcPool:
 
     def _isolate(
         self, batch: list[Call], items: list[tuple[Any, ...]], failed: list[Outcome]
-    ) -> tuple[list[tuple[Any, ...]], bool]:
+    ) -> list[tuple[Any, ...]]:
         """Pickle the calls of a batch one by one; fail those that cannot cross."""
         kept: list[tuple[Any, ...]] = []
-        by_value = False
         for call, item in zip(batch, items, strict=True):
             try:
                 dumps(item)
-            except Exception as plain:
-                try:
-                    dumps(item, by_value=True)
-                    by_value = True
-                except Exception:
-                    with self._lock:
-                        self._inflight.pop(call.index, None)
-                        self._profile(call.fn.name).unpicklable += 1
-                    call.index = 0
-                    failed.append((call, ERR, argument_error(call, plain)))
-                    continue
+            except Exception as exc:
+                with self._lock:
+                    self._inflight.pop(call.index, None)
+                    self._profile(call.fn.name).unpicklable += 1
+                call.index = 0
+                failed.append((call, ERR, argument_error(call, exc)))
+                continue
             kept.append(item)
-        return kept, by_value
+        return kept
 
     def _send_control(self, proc: _Proc, message: tuple[Any, ...]) -> None:
         main, buffers = dumps(message)
@@ -732,6 +773,8 @@ class ProcPool:
             with self._lock:
                 proc.ready = True
             self._pump()
+        elif kind == "unloadable":
+            self._unloadable_batch(proc, int(message[1]), str(message[2]))
         elif kind == "retire":
             with self._lock:
                 proc.retiring = True
@@ -763,6 +806,31 @@ class ProcPool:
         if outcomes:
             self._deliver(outcomes)
 
+    def _unloadable_batch(self, proc: _Proc, tag: int, problem: str) -> None:
+        """The worker could not load the batch ``tag`` (none of its calls started): a lone
+        call fails; the calls of a larger batch cross again one by one, to find the culprit."""
+        with self._lock:
+            entry = proc.batches.pop(tag, None)
+            if entry is None:
+                return
+            calls = [c for c in entry[1] if self._inflight.get(c.index) is c]
+            for call in calls:
+                del self._inflight[call.index]
+                call.index = 0
+            if len(calls) > 1:
+                for call in calls:
+                    call.isolate = True
+                self._pending.extendleft(reversed(calls))
+        if len(calls) == 1:
+            error = CallError(
+                f"{self._label}: the worker process could not load the arguments of this "
+                f"call ({problem}); it never ran. Pass arguments the worker process can "
+                "unpickle (their classes importable there)"
+            )
+            self._deliver([(calls[0], ERR, error)])
+        else:
+            self._pump()
+
     def _profile(self, name: str) -> BodyProfile:
         """The profile of ``name`` (with the lock held)."""
         profile = self._profiles.get(name)
@@ -790,7 +858,7 @@ class ProcPool:
             for call in lost:
                 del self._inflight[call.index]
                 call.index = 0
-        error = ProcessDomainError(
+        error = CallError(
             f"{self._label}: the outcome of this call (or of another in the same batch) could "
             f"not be unpickled in the parent: {exc!r}; return data whose classes the parent "
             "can import"
@@ -821,11 +889,18 @@ class ProcPool:
             self._proc = None
             started = proc.counters[STARTED]
             finished = proc.counters[FINISHED]
+            loading = proc.counters[LOADING]
+            suspects: list[Call] = proc.batches.get(loading, (0, []))[1] if loading else []
             leftovers = list(self._inflight.values())
             self._inflight.clear()
             again: list[Call] = []
             for call in leftovers:
                 index, call.index = call.index, 0
+                if index > started and call in suspects and not self._closed:
+                    if len(suspects) == 1 or call.isolate:
+                        lost.append((call, ERR, self._death_error(proc, code, "loading", index)))
+                        continue
+                    call.isolate = True
                 if index > started and not self._closed:
                     if call.resends >= MAX_RESENDS:
                         lost.append((call, ERR, self._death_error(proc, code, "before", index)))
@@ -869,26 +944,31 @@ class ProcPool:
             self._deliver(lost)
         return retired
 
-    def _death_error(self, proc: _Proc, code: int | None, when: str, index: int) -> Exception:
+    def _death_error(self, proc: _Proc, code: int | None, when: str, index: int) -> CallError:
         pid = proc.process.pid
         if proc.killed_for == index:
-            return ProcessDomainError(
+            return CallError(
                 f"{self._label}: the worker process (pid {pid}) was killed to stop this body "
                 "(its timeout passed or it was cancelled); a fresh process runs the next calls"
             )
         if when == "while":
-            return ProcessDomainError(
+            return CallError(
                 f"{self._label}: the worker process (pid {pid}) died ({_describe_exit(code)}) "
-                "while running this call; only this call failed and a fresh process runs the "
+                "while running this call; nothing else failed, and a fresh process runs the "
                 "next ones"
             )
+        if when == "loading":
+            return CallError(
+                f"{self._label}: the worker process (pid {pid}) died ({_describe_exit(code)}) "
+                "while loading the arguments of this call; it never ran and is not sent again"
+            )
         if when == "after":
-            return ProcessDomainError(
+            return CallError(
                 f"{self._label}: the worker process (pid {pid}) died ({_describe_exit(code)}) "
                 "after running this call, before its outcome reached the parent; it is not "
                 "run again"
             )
-        return ProcessDomainError(
+        return CallError(
             f"{self._label}: worker processes died {MAX_RESENDS + 1} times before this call "
             f"could start (last: {_describe_exit(code)}); it is not sent again"
         )
@@ -904,23 +984,28 @@ class ProcPool:
 
 def argument_error(call: Call, exc: BaseException) -> ProcessDomainError:
     """Name the argument of ``call`` that cannot be pickled (or the call as a whole)."""
-    named: list[tuple[str, object]] = [(f"#{i}", a) for i, a in enumerate(call.args)]
-    named += list(call.kwargs.items())
+    named: list[tuple[str, object]] = []
+    signature = call.fn.signature
+    if signature is not None:
+        try:
+            named = list(signature.bind(*call.args, **call.kwargs).arguments.items())
+        except TypeError:
+            named = []
+    if not named:
+        named = [(f"#{i}", a) for i, a in enumerate(call.args)] + list(call.kwargs.items())
     culprit = "the call"
     reason: BaseException = exc
     for name, value in named:
         try:
             pickle.dumps(value, 5)
         except Exception as inner:
-            try:
-                dumps(value, by_value=True)
-            except Exception:
-                culprit = f"argument {name!r} ({type(value).__qualname__})"
-                reason = inner
-                break
+            culprit = f"argument {name!r} ({type(value).__qualname__})"
+            reason = inner
+            break
     error = ProcessDomainError(
         f"{culprit} of {call.fn.name} cannot be pickled to send it to a worker process: "
-        f"{reason}; pass picklable arguments or run the operation on threads"
+        f"{reason}; pass picklable arguments, or run the operation on threads (without "
+        "executor 'process' or process_pool)"
     )
     error.__cause__ = exc
     return error

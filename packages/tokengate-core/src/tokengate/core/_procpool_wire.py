@@ -5,8 +5,9 @@ large ``bytes`` travel beside the pickle stream instead of inside it, so the sen
 copies them into the pickle and the receiver reads each one straight into its own writable
 buffer (``socket.recv_into``): one kernel copy each way and no copy in user space.
 
-Frame layout: ``<main length: u64><buffer count: u32>``, one ``u64`` per buffer length, the
-pickle, then the buffers. Nothing here knows about tokens or calls.
+Frame layout: ``<main length: u64><buffer count: u32><tag: u32>``, one ``u64`` per buffer
+length, the pickle, then the buffers. The tag is read before the pickle is loaded (a
+receiver can note which frame it is loading). Nothing here knows about tokens or calls.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = (
     "wrap_large_bytes",
 )
 
-_HEAD = struct.Struct("<QI")
+_HEAD = struct.Struct("<QII")
 _LEN = struct.Struct("<Q")
 _PROTOCOL = 5
 #: ``bytes`` at least this long cross out of band (as a pickle buffer), never inside the pickle.
@@ -73,10 +74,12 @@ def dumps(obj: object, by_value: bool = False) -> tuple[bytes, list[pickle.Pickl
     return pickle.dumps(obj, _PROTOCOL, buffer_callback=buffers.append), buffers
 
 
-def send_frame(sock: socket.socket, main: bytes, buffers: list[pickle.PickleBuffer]) -> None:
+def send_frame(
+    sock: socket.socket, main: bytes, buffers: list[pickle.PickleBuffer], tag: int = 0
+) -> None:
     """Write one frame: the header, the pickle, then each buffer without copying it."""
     views = [buffer.raw() for buffer in buffers]
-    head = _HEAD.pack(len(main), len(views)) + b"".join(_LEN.pack(v.nbytes) for v in views)
+    head = _HEAD.pack(len(main), len(views), tag) + b"".join(_LEN.pack(v.nbytes) for v in views)
     if not views:
         sock.sendall(head + main)
         return
@@ -98,20 +101,24 @@ class MessageReader:
     array, say) then uses without another copy.
     """
 
-    __slots__ = ("_buf", "_end", "_sock", "_start")
+    __slots__ = ("_buf", "_end", "_sock", "_start", "on_tag", "tag")
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._buf = bytearray(_CHUNK)
         self._start = 0
         self._end = 0
+        #: The tag of the frame read last (set before its pickle is loaded).
+        self.tag = 0
+        #: Called with a non-zero tag right before that frame's pickle is loaded.
+        self.on_tag: Callable[[int], None] | None = None
 
     def buffered(self) -> bool:
         """Whether a complete frame is already buffered (reading it will not block)."""
         have = self._end - self._start
         if have < _HEAD.size:
             return False
-        main, count = _HEAD.unpack_from(self._buf, self._start)
+        main, count, _tag = _HEAD.unpack_from(self._buf, self._start)
         need = _HEAD.size + count * _LEN.size
         if have < need:
             return False
@@ -180,7 +187,7 @@ class MessageReader:
             Exception: the pickle could not be loaded (the frame is consumed).
         """
         self._fill(_HEAD.size)
-        main, count = _HEAD.unpack_from(self._buf, self._start)
+        main, count, tag = _HEAD.unpack_from(self._buf, self._start)
         self._start += _HEAD.size
         sizes: list[int] = []
         if count:
@@ -192,4 +199,7 @@ class MessageReader:
         buffers = [self._take_buffer(size) for size in sizes]
         if self._start == self._end:
             self._start = self._end = 0
+        self.tag = tag
+        if tag and self.on_tag is not None:
+            self.on_tag(tag)
         return pickle.loads(stream, buffers=buffers)
