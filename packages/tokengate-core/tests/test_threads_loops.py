@@ -12,7 +12,13 @@ from typing import Any, TypeVarTuple, Unpack
 
 import pytest
 
-from tokengate.core._loops import BridgeRegistry, LoopBridge
+from tokengate.core._loops import (
+    BridgeRegistry,
+    LoopBridge,
+    deferred_since,
+    deferring,
+    flush_deferred,
+)
 
 Ts = TypeVarTuple("Ts")
 
@@ -173,14 +179,15 @@ def test_the_registry_retains_no_loop() -> None:
 @pytest.mark.parametrize("loops", [4])
 def test_each_loop_gets_its_own_bridge_from_many_threads(loops: int) -> None:
     registry = BridgeRegistry()
-    found: dict[int, set[int]] = {}
+    found: dict[int, list[LoopBridge]] = {}
     barrier = threading.Barrier(loops)
 
     def thread_main(index: int) -> None:
         async def main() -> None:
             loop = asyncio.get_running_loop()
             barrier.wait(10)
-            found[index] = {id(registry.bridge_for(loop)) for _ in range(200)}
+            found[index] = [registry.bridge_for(loop) for _ in range(200)]
+            assert all(bridge.loop is loop for bridge in found[index])
 
         asyncio.run(main())
 
@@ -189,5 +196,59 @@ def test_each_loop_gets_its_own_bridge_from_many_threads(loops: int) -> None:
         thread.start()
     for thread in threads:
         thread.join(10)
-    assert all(len(ids) == 1 for ids in found.values())
-    assert len({next(iter(ids)) for ids in found.values()}) == loops
+    assert sorted(found) == list(range(loops))
+    # the bridges are kept alive here, so distinct bridges have distinct ids
+    assert all(len({id(bridge) for bridge in bridges}) == 1 for bridges in found.values())
+    assert len({id(bridges[0]) for bridges in found.values()}) == loops
+
+
+def test_a_runner_holding_back_wake_ups_wakes_each_loop_once_at_its_flush() -> None:
+    loop = CountingLoop()
+    try:
+        bridge = LoopBridge(loop)
+        delivered: list[object] = []
+        pushed = threading.Event()
+        flush = threading.Event()
+
+        def runner() -> None:
+            deferring(True)
+            try:
+                for i in range(50):
+                    bridge.push(delivered.append, i, None)
+                pushed.set()
+                flush.wait(10)
+            finally:
+                deferring(False)  # flushes
+
+        async def main() -> None:
+            thread = threading.Thread(target=runner)
+            thread.start()
+            await asyncio.to_thread(pushed.wait, 10)
+            calls = loop.threadsafe_calls
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert delivered == []  # held back: no wake-up yet
+            assert loop.threadsafe_calls == calls
+            flush.set()
+            await asyncio.to_thread(thread.join, 10)
+            for _ in range(5):
+                await asyncio.sleep(0)
+
+        loop.run_until_complete(main())
+        assert delivered == list(range(50))
+    finally:
+        loop.close()
+
+
+def test_a_thread_that_does_not_hold_back_wakes_the_loop_at_once() -> None:
+    loop = CountingLoop()
+    try:
+        bridge = LoopBridge(loop)
+        deferring(False)
+        bridge.push(lambda _t: None, "x", None)
+        assert deferred_since() is None
+        assert loop.threadsafe_calls == 1
+        flush_deferred()  # nothing held back: no second wake-up
+        assert loop.threadsafe_calls == 1
+    finally:
+        loop.close()

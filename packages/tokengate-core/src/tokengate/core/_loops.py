@@ -16,12 +16,13 @@ import asyncio
 import contextvars
 import logging
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ("BridgeRegistry", "LoopBridge")
+__all__ = ("BridgeRegistry", "LoopBridge", "deferring", "flush_deferred")
 
 _log = logging.getLogger("tokengate.coordinator")
 _get_running_loop = asyncio._get_running_loop
@@ -31,6 +32,48 @@ _Entry = tuple[DoneCallback, Any, "contextvars.Context | None"]
 
 #: Callbacks run per drain before the loop gets a turn for its other work.
 MAX_BATCH = 4096
+
+
+class _Deferred(threading.local):
+    """Per thread: whether loop wake-ups are held back, and the bridges to wake later."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.bridges: list[LoopBridge] = []
+        self.since = 0.0
+
+
+_DEFERRED = _Deferred()
+
+
+def deferring(on: bool) -> None:
+    """Hold back (True) or stop holding back (False) the loop wake-ups of this thread.
+
+    An executor's runner thread that goes on to the next short body right away turns this on:
+    its completions then wake each loop once, at :func:`flush_deferred`, instead of once per
+    completion (each wake-up is a socket write that hands the GIL to the loop and back).
+    Turning it off flushes.
+    """
+    state = _DEFERRED
+    state.on = on
+    if not on and state.bridges:
+        flush_deferred()
+
+
+def deferred_since() -> float | None:
+    """When this thread first held back a wake-up since its last flush, or None."""
+    state = _DEFERRED
+    return state.since if state.bridges else None
+
+
+def flush_deferred() -> None:
+    """Wake every loop whose wake-up this thread holds back."""
+    state = _DEFERRED
+    bridges = state.bridges
+    if bridges:
+        state.bridges = []
+        for bridge in bridges:
+            bridge._wake()
 
 
 class LoopBridge:
@@ -65,6 +108,15 @@ class LoopBridge:
         if self._scheduled:
             return
         self._scheduled = True
+        deferred = _DEFERRED
+        if deferred.on:  # the wake-up is this thread's to make, at its next flush
+            if not deferred.bridges:
+                deferred.since = time.perf_counter()
+            deferred.bridges.append(self)
+            return
+        self._wake()
+
+    def _wake(self) -> None:
         loop = self._loop_ref()
         if loop is None:  # the loop is gone: nobody is left to notify
             self._pending.clear()

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._blocking import install
 from ._executors import ExecutorBackend, ExecutorDomain, ExecutorStats
+from ._loops import deferred_since, deferring, flush_deferred
 from ._threads_policy import (
     BLOCKING,
     OperationDecision,
@@ -67,6 +68,12 @@ BLOCKED_SHARE = 0.1
 MIN_WINDOW = 0.003
 #: Seconds an extra (beyond ``workers_per_core``) idle thread waits before it exits.
 IDLE_EXIT = 5.0
+#: While a runner goes from one body to the next of an operation whose bodies take less than
+#: ``SHORT_BODY`` seconds, it wakes each event loop once per ``FLUSH_AFTER`` seconds (or when
+#: its queue runs dry) instead of once per completion: each wake-up hands the GIL to the
+#: loop and back. With an empty queue every completion wakes its loop at once.
+SHORT_BODY = 0.0005
+FLUSH_AFTER = 0.001
 
 
 def run_plain(token: TaskToken[Any]) -> None:
@@ -180,6 +187,7 @@ class _Worker:
 
     def begin_blocking(self) -> None:
         """The body is about to wait for another token: give its slot back."""
+        flush_deferred()  # completions held back must not wait for this wait
         self.depth += 1
         if self.depth == 1:
             self.executor._begin_wait(self)
@@ -513,6 +521,7 @@ class ThreadExecutor(ExecutorBackend):
         try:
             self._loop(worker)
         finally:
+            deferring(False)
             install(None)
             with self._lock:
                 self._workers.discard(worker)
@@ -527,12 +536,30 @@ class ThreadExecutor(ExecutorBackend):
         slots = self._slots
         cap = slots.capacity
         done = 0
+        held = False  # loop wake-ups held back (see SHORT_BODY)
+        perf = _perf
         while True:
             with lock:
                 entry, done, release, starved, wake = self._next(worker, done)
                 if entry is None and not release and not self._stopping:
                     self._idle.append(worker)
                     worker.parked = True
+            if done == _CPU_JOB and entry is not None:
+                mean = entry[1].wall
+                if mean is not None and mean < SHORT_BODY:
+                    if held:
+                        since = deferred_since()
+                        if since is not None and perf() - since >= FLUSH_AFTER:
+                            flush_deferred()
+                    else:
+                        deferring(True)
+                        held = True
+                elif held:
+                    deferring(False)
+                    held = False
+            elif held:  # a blocking body, or nothing: wake the loops first
+                deferring(False)
+                held = False
             if wake is not None:
                 self._wake(wake)
             if release:

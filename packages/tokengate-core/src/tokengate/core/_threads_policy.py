@@ -95,13 +95,15 @@ class OperationProfile:
     harmless, and the kind is only ever replaced by a valid value.
     """
 
-    __slots__ = ("calls", "exempt", "fraction", "kind", "name", "reason", "samples")
+    __slots__ = ("calls", "exempt", "fraction", "kind", "name", "reason", "samples", "wall")
 
     def __init__(self, name: str, *, exempt_reason: str | None = None) -> None:
         self.name = name
         self.calls = 0
         self.samples = 0
         self.fraction: float | None = None
+        #: moving average of a sampled body's wall time, seconds
+        self.wall: float | None = None
         #: storage-tier operations are blocking by their tag and capped by their tier
         self.exempt = exempt_reason is not None
         self.kind = BLOCKING if self.exempt else UNKNOWN
@@ -120,6 +122,8 @@ class OperationProfile:
         old = self.fraction
         fraction = sample if old is None else old + SMOOTHING * (sample - old)
         self.fraction = fraction
+        mean = self.wall
+        self.wall = wall if mean is None else mean + SMOOTHING * (wall - mean)
         self.samples += 1
         if self.exempt:
             return
@@ -280,7 +284,7 @@ class SlotMonitor:
     another domain): with nobody waiting, a long or blocked runner holds up no one, and the
     monitor sleeps without a timer."""
 
-    PERIOD = 0.005
+    PERIOD = 0.01
 
     __slots__ = ("_event", "_lock", "_thread", "_users", "active")
 
