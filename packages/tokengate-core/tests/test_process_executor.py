@@ -1,0 +1,116 @@
+"""The process executor end to end: through a coordinator, with real worker processes.
+
+Functions by value, hard timeouts, recycling, child calls of a body in a process, clear
+errors for what cannot be pickled, and a burst awaited with ``gather``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import core_process_funcs as funcs
+import pytest
+
+from tokengate.core import (
+    OperationsCoordinator,
+    ProcessDomainError,
+    TaskToken,
+    TokenState,
+    TokenTimeoutError,
+    task_token_guard,
+)
+
+WAIT = 60.0
+PROCESS = {"executor": "process", "hash_policy": "none"}
+
+pid_of = task_token_guard("procexec_pid", tags=PROCESS)(funcs.pid)
+echo = task_token_guard("procexec_echo", tags=PROCESS)(funcs.echo)
+lead = task_token_guard("procexec_lead", tags=PROCESS)(funcs.lead)
+hang = task_token_guard("procexec_hang", tags={**PROCESS, "timeout": 1.0})(funcs.sleep_then)
+add = task_token_guard("procexec_add", tags=PROCESS)(funcs.add)
+
+
+def make(**settings: Any) -> OperationsCoordinator:
+    settings.setdefault("stop_timeout", 30)
+    return OperationsCoordinator(**settings)
+
+
+@pytest.fixture(scope="module")
+def coordinator() -> Iterator[OperationsCoordinator]:
+    coord = OperationsCoordinator(cores=1, stop_timeout=30).start()
+    try:
+        yield coord
+    finally:
+        coord.stop(timeout=30)
+
+
+def test_closures_and_lambdas_run_by_value(coordinator: OperationsCoordinator) -> None:
+    factor = 6
+
+    def scale(x: int) -> int:
+        return x * factor
+
+    scaled = task_token_guard("procexec_closure", tags=PROCESS)(scale)
+    tripled = task_token_guard("procexec_lambda", tags=PROCESS)(lambda x: (x * 3, os.getpid()))
+    assert scaled(7).get(WAIT) == 42
+    value, pid = tripled(5).get(WAIT)
+    assert value == 15
+    assert pid != os.getpid()
+
+
+def test_gathered_tokens_complete_in_order_of_their_arguments(
+    coordinator: OperationsCoordinator,
+) -> None:
+    async def burst() -> list[int]:
+        results: list[int] = await asyncio.gather(*(add(i, i) for i in range(2000)))
+        return results
+
+    assert asyncio.run(burst()) == [2 * i for i in range(2000)]
+
+
+def test_a_timeout_kills_the_running_body_and_its_process(
+    coordinator: OperationsCoordinator,
+) -> None:
+    before = pid_of().get(WAIT)
+    token: TaskToken[object] = hang(120.0, "never")
+    started = time.monotonic()
+    with pytest.raises(TokenTimeoutError):
+        token.get(WAIT)
+    assert token.state is TokenState.TIMEOUT
+    after = pid_of().get(WAIT)
+    assert after != before, "the hung body's process was not replaced"
+    assert time.monotonic() - started < WAIT
+
+
+def test_unpicklable_argument_and_result_fail_only_their_token(
+    coordinator: OperationsCoordinator,
+) -> None:
+    bad_argument = echo(threading.Lock())
+    with pytest.raises(ProcessDomainError, match=r"argument 'value' \(lock\) of procexec_echo"):
+        bad_argument.get(WAIT)
+    returns_lock = task_token_guard("procexec_returns_lock", tags=PROCESS)(lambda: threading.Lock())
+    with pytest.raises(ProcessDomainError, match=r"result \(lock\) cannot be pickled"):
+        returns_lock().get(WAIT)
+    assert echo("fine").get(WAIT) == "fine"
+
+
+def test_children_of_a_body_in_a_process_run_in_that_process(
+    coordinator: OperationsCoordinator,
+) -> None:
+    results, message = lead(3).get(WAIT)
+    assert results == [0, 1, 4]
+    worker = pid_of().get(WAIT)
+    assert message == f"child 3 failed in {worker}"
+
+
+def test_recycling_by_calls_through_the_coordinator() -> None:
+    with make(cores=1, max_calls_per_process=2):
+        pids = [pid_of().get(WAIT) for _ in range(6)]
+    assert len(set(pids)) == 3
+    assert pids[0] == pids[1]
+    assert pids[2] == pids[3]
