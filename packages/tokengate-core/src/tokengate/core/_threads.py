@@ -538,12 +538,35 @@ class ThreadExecutor(ExecutorBackend):
         done = 0
         held = False  # loop wake-ups held back (see SHORT_BODY)
         perf = _perf
+        cpu_q = self._cpu_q
+        io_q = self._io_q
+        monitor = self._monitor
+        entry: _Entry | None
         while True:
             with lock:
-                entry, done, release, starved, wake = self._next(worker, done)
-                if entry is None and not release and not self._stopping:
-                    self._idle.append(worker)
-                    worker.parked = True
+                if (  # the runner's fast path: next CPU-bound body, nothing else to do
+                    done == _CPU_JOB
+                    and self._runner is worker
+                    and cpu_q
+                    and not io_q
+                    and not slots.contended
+                    and not self._stopping
+                    and cpu_q[0][1].kind is not BLOCKING
+                ):
+                    entry = cpu_q.popleft()
+                    worker.token = entry[0]
+                    worker.profile = entry[1]
+                    worker.started = perf()
+                    worker.cpu_mark = None
+                    if cpu_q and not monitor.active:
+                        monitor.wake()
+                    release = starved = False
+                    wake = None
+                else:
+                    entry, done, release, starved, wake = self._next(worker, done)
+                    if entry is None and not release and not self._stopping:
+                        self._idle.append(worker)
+                        worker.parked = True
             if done == _CPU_JOB and entry is not None:
                 mean = entry[1].wall
                 if mean is not None and mean < SHORT_BODY:
