@@ -101,21 +101,20 @@ def test_stop_takes_infinite_and_checked_timeouts() -> None:
 
 
 # --------------------------------------------------------------------------- 3. loops
-def _live_loops() -> int:
-    gc.collect()
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, asyncio.AbstractEventLoop))
-
-
 def test_event_loops_that_awaited_tokens_are_not_retained(
     coordinator: OperationsCoordinator,
 ) -> None:
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
     async def await_one(value: int) -> int:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
         return await echo(value)
 
-    before = _live_loops()
     for value in range(500):
         assert asyncio.run(await_one(value)) == value
-    assert _live_loops() <= before, "event loops that awaited tokens are still alive"
+    gc.collect()
+    alive = sum(1 for ref in loops if ref() is not None)
+    assert alive == 0, f"{alive} of {len(loops)} event loops that awaited tokens are alive"
 
 
 # --------------------------------------------------------------------------- 4. tracebacks
