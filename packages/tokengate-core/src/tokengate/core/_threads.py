@@ -76,16 +76,21 @@ SHORT_BODY = 0.0005
 FLUSH_AFTER = 0.001
 
 
-def run_plain(token: TaskToken[Any]) -> None:
-    """Run ``token``'s body in this thread: ``set_running``, the call, the outcome."""
+def run_plain(token: TaskToken[Any]) -> bool:
+    """Run ``token``'s body in this thread: ``set_running``, the call, the outcome.
+
+    Returns:
+        False when the token must not run (``set_running`` refused), else True.
+    """
     if not token.set_running():
-        return
+        return False
     try:
         result = token.func(*token.args, **token.kwargs)
     except BaseException as exc:
         token.set_exception(exc)
     else:
         token.set_result(result)
+    return True
 
 
 class _Shared:
@@ -602,8 +607,8 @@ class ThreadExecutor(ExecutorBackend):
                 if profile.should_sample():
                     cpu0 = _thread_time()
                     wall0 = _perf()
-                    run(token)
-                    profile.record(_thread_time() - cpu0, _perf() - wall0, cap)
+                    if run(token) is not False:  # a body that did not run says nothing
+                        profile.record(_thread_time() - cpu0, _perf() - wall0, cap)
                 else:
                     run(token)
             except BaseException as exc:  # the runner itself failed: the token still ends
