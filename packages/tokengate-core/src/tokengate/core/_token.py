@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator, Hashable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._blocking import blocking
 from ._deadlines import check_timeout
 from ._enums import TokenState, Weight
 from ._errors import TaskKilledError, TokenCancelledError, TokenTimeoutError
@@ -525,15 +526,18 @@ class TaskToken(Generic[R_co]):
                 gate = self._gate = _allocate_lock()
                 gate.acquire()  # held until the terminal move settles the token
         # Each waiter takes the gate and hands it on at once, so one release wakes them all.
-        if limit is None:
-            with gate:  # an interrupt cannot land between taking and handing it on
+        # On an executor's worker the wait is managed: its slot goes to another worker meanwhile.
+        with blocking():
+            if limit is None:
+                with gate:  # an interrupt cannot land between taking and handing it on
+                    return
+            if gate.acquire(True, limit):
+                gate.release()
                 return
-        if not gate.acquire(True, limit):
-            raise TimeoutError(
-                f"token {self.token_id} is still {self._state.value} after waiting {timeout} s "
-                "(the token itself is unaffected)"
-            )
-        gate.release()
+        raise TimeoutError(
+            f"token {self.token_id} is still {self._state.value} after waiting {timeout} s "
+            "(the token itself is unaffected)"
+        )
 
     def get(self, timeout: float | None = None) -> R_co:
         """Block until the token is terminal and return the function's result.
