@@ -317,3 +317,15 @@ def test_concurrent_futures_wait_on_managed_waiters_counts_as_a_managed_wait() -
         future.set_result(7)
         assert token.get(timeout=WAIT) == 7
         assert detail(executor, "waiting_on_tokens") == 0
+
+
+def test_a_burst_of_cpu_bound_calls_wakes_few_workers(two_cores: Harness) -> None:
+    two_cores.submit(spin, None, 500).get(timeout=WAIT)  # measured: CPU-bound
+    executor = two_cores.executor(1)
+    before = detail(executor, "wakeups")
+    tokens = [two_cores.submit(spin, None, 500) for _ in range(2000)]
+    for token in tokens:
+        token.get(timeout=WAIT)
+    # the runner drains the queue: no wake-up per submit (only when it had run dry)
+    assert detail(executor, "wakeups") - before < len(tokens) // 10
+    assert detail(executor, "peak_threads") <= 4

@@ -253,6 +253,7 @@ class ThreadExecutor(ExecutorBackend):
         self._peak = 0
         self._demotions = 0
         self._compensations = 0
+        self._wakeups = 0
 
     def __repr__(self) -> str:
         return f"<ThreadExecutor {self._name} workers={len(self._workers)}>"
@@ -347,6 +348,7 @@ class ThreadExecutor(ExecutorBackend):
                     "peak_threads": self._peak,
                     "slot_demotions": self._demotions,
                     "compensations": self._compensations,
+                    "wakeups": self._wakeups,
                 },
             )
 
@@ -488,6 +490,7 @@ class ThreadExecutor(ExecutorBackend):
 
     # ------------------------------------------------------------------ threads
     def _wake(self, worker: _Worker) -> None:
+        self._wakeups += 1  # a plain counter: an occasional lost increment is harmless
         if worker.thread is None:
             self._start(worker)
         else:
