@@ -31,7 +31,7 @@ from tests.support.reliability_checks import WAIT, assert_quiescent
 from tokengate.core import OperationsCoordinator, PluginHost, task_token_guard
 from tokengate.core._plugins import AUTOLOAD_ENV
 from tokengate.core._process import ProcessBackend
-from tokengate.core._procpool_wire import MessageReader
+from tokengate.core._procpool_wire import MessageReader, Outbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "packages").glob("*/src/tokengate/**/*.py"))
@@ -162,6 +162,11 @@ ALLOWED_UNPICKLING = {
         "MessageReader.read",
     ): "frames from the domain's own worker process (in the worker: from its parent), read "
     "from their private socket pair",
+    (
+        "tokengate-core/src/tokengate/core/_procpool_wire.py",
+        "Outbox.read_all",
+    ): "outcomes the domain's own worker process wrote to the memory it shares with its parent "
+    "(made by the parent, handed only to that child)",
     (
         "tokengate-core/src/tokengate/core/_process_worker.py",
         "_load_function",
@@ -346,7 +351,17 @@ def test_coordinator_unpickles_only_what_its_own_worker_sent(
             unpickled.append(bytes(data))
         return real_loads(data, **kwargs)
 
+    shared: list[tuple[int, bytes]] = []
+    real_get = Outbox._get
+
+    def recording_get(self: Outbox, position: int, size: int) -> bytes:
+        data = real_get(self, position, size)
+        with lock:
+            shared.append((id(self), data))
+        return data
+
     monkeypatch.setattr(MessageReader, "read", recording_read)
+    monkeypatch.setattr(Outbox, "_get", recording_get)
     monkeypatch.setattr(pickle, "loads", recording_loads)
 
     coordinator = OperationsCoordinator(cores=1, workers_per_core=1).start()
@@ -369,14 +384,17 @@ def test_coordinator_unpickles_only_what_its_own_worker_sent(
         assert sock.getsockname() in ("", b"")
         assert sock.getpeername() in ("", b"")
         worker_fd = sock.fileno()
+        worker_outbox = id(proc.outbox)
     finally:
         coordinator.stop(timeout=WAIT)
     assert_quiescent(coordinator)
 
     assert unpickled, "expected the answers to be unpickled"
     from_worker = b"".join(data for fd, data in received if fd == worker_fd)
+    from_outbox = [data for box, data in shared if box == worker_outbox]
     for data in unpickled:
-        assert data in from_worker, (
-            "the coordinator unpickled bytes it did not receive from its worker"
+        assert data in from_worker or data in from_outbox, (
+            "the coordinator unpickled bytes its worker did not hand it"
         )
     assert {fd for fd, _ in received} == {worker_fd}, "frames were read from another socket"
+    assert {box for box, _ in shared} <= {worker_outbox}, "outcomes read from another outbox"

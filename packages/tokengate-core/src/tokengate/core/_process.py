@@ -146,11 +146,11 @@ class ProcessExecutor(ExecutorBackend):
                         self._max_pools,
                     )
             pools = [p for p in self._pools if p.ready] or pools
+        held = self._calls  # single dict operations are atomic: no lock on the hot path
         if len(pools) == 1:
             pool = pools[0]
-            with self._lock:
-                for call in calls:
-                    self._calls[id(call.owner)] = (pool, call)
+            for call in calls:
+                held[id(call.owner)] = (pool, call)
             pool.submit(calls)
             return
         loads = [pool.load() for pool in pools]
@@ -159,10 +159,9 @@ class ProcessExecutor(ExecutorBackend):
             least = loads.index(min(loads))
             loads[least] += 1
             shares[least].append(call)
-        with self._lock:
-            for pool, share in zip(pools, shares, strict=True):
-                for call in share:
-                    self._calls[id(call.owner)] = (pool, call)
+        for pool, share in zip(pools, shares, strict=True):
+            for call in share:
+                held[id(call.owner)] = (pool, call)
         for pool, share in zip(pools, shares, strict=True):
             if share:
                 pool.submit(share)
@@ -276,11 +275,11 @@ class ProcessExecutor(ExecutorBackend):
 
     def _outcomes(self, outcomes: list[Outcome]) -> None:
         calls = self._calls
-        with self._lock:
-            for call, _kind, _value in outcomes:
-                held = calls.get(id(call.owner))
-                if held is not None and held[1] is call:
-                    del calls[id(call.owner)]
+        for call, _kind, _value in outcomes:
+            key = id(call.owner)
+            held = calls.get(key)
+            if held is not None and held[1] is call:
+                calls.pop(key, None)
         for call, kind, value in outcomes:
             token: Any = call.owner
             if kind == OK:

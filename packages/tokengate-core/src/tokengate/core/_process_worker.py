@@ -33,7 +33,7 @@ from typing import Any
 
 from . import _guard
 from ._errors import ProcessDomainError
-from ._procpool_wire import MessageReader, dumps, send_frame, wrap_large_bytes
+from ._procpool_wire import MessageReader, Outbox, dumps, send_frame, wrap_large_bytes
 
 __all__ = ("InlineToken", "WorkerSettings", "resolve_function", "worker_main")
 
@@ -48,8 +48,13 @@ STARTED = 0
 FINISHED = 1
 START_NS = 2
 LOADING = 3
-#: How many shared counters a worker process writes.
-COUNTERS = 4
+OUTBOX_WRITTEN = 4
+OUTBOX_READ = 5
+PARENT_WAITING = 6
+#: How many shared counters a worker process and its parent share.
+COUNTERS = 7
+#: Bytes of the shared outbox of outcomes (larger outcomes go over the socket).
+OUTBOX_SIZE = 1 << 20
 
 
 class WorkerSettings:
@@ -171,9 +176,14 @@ class _InlineRunner:
 
 
 class _Worker:
-    def __init__(self, sock: socket.socket, counters: Any, settings: WorkerSettings) -> None:
+    def __init__(
+        self, sock: socket.socket, counters: Any, outbox: Any, settings: WorkerSettings
+    ) -> None:
         self.sock = sock
         self.counters = counters
+        self.outbox = Outbox(outbox, counters, OUTBOX_WRITTEN, OUTBOX_READ)
+        main, buffers = dumps(("ring",))
+        self.doorbell = (main, buffers)
         self.settings = settings
         self.cond = threading.Condition(threading.Lock())
         self.inbox: deque[tuple[int, int, tuple[Any, ...], dict[str, Any], Any]] = deque()
@@ -190,7 +200,21 @@ class _Worker:
             send_frame(self.sock, main, buffers)
 
     def send_results(self, batch: list[tuple[Any, ...]]) -> None:
-        """Send outcomes (plain pickle); one that cannot be pickled becomes an error."""
+        """Hand outcomes to the parent: a small one through the shared outbox (no system
+        call; the parent is woken only if it waits), anything else over the socket. An
+        outcome that cannot be pickled becomes an error."""
+        if len(batch) == 1:
+            buffers: list[pickle.PickleBuffer] = []
+            try:
+                payload = pickle.dumps(batch[0], 5, buffer_callback=buffers.append)
+            except Exception:
+                payload = b""
+            small = bool(payload) and not buffers and len(payload) <= OUTBOX_SIZE // 8
+            if small and self.outbox.write(payload):
+                if self.counters[PARENT_WAITING]:
+                    with self.send_lock:
+                        send_frame(self.sock, *self.doorbell)
+                return
         try:
             main, buffers = dumps(("results", batch))
         except Exception:
@@ -384,7 +408,7 @@ def _picklable_outcome(outcome: tuple[Any, ...]) -> tuple[Any, ...]:
         return (index, ERR, error, tb, wall, cpu)
 
 
-def worker_main(sock_fd: Any, counters: Any, settings: WorkerSettings) -> None:
+def worker_main(sock_fd: Any, counters: Any, outbox: Any, settings: WorkerSettings) -> None:
     """Entry point of a pool's worker process (the target of ``Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
     _guard.IN_WORKER_PROCESS = True
@@ -395,7 +419,7 @@ def worker_main(sock_fd: Any, counters: Any, settings: WorkerSettings) -> None:
     fd = os.dup(sock_fd.fileno())
     sock_fd.close()
     sock = socket.socket(fileno=fd)
-    worker = _Worker(sock, counters, settings)
+    worker = _Worker(sock, counters, outbox, settings)
     threading.Thread(target=worker.reader, name="tokengate-reader", daemon=True).start()
     worker.send(("ready", os.getpid()))
     try:

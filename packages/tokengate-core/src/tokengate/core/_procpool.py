@@ -53,6 +53,10 @@ from ._process_worker import (
     ERR,
     FINISHED,
     LOADING,
+    OUTBOX_READ,
+    OUTBOX_SIZE,
+    OUTBOX_WRITTEN,
+    PARENT_WAITING,
     SKIPPED,
     START_NS,
     STARTED,
@@ -60,7 +64,7 @@ from ._process_worker import (
     resolve_function,
     worker_main,
 )
-from ._procpool_wire import MessageReader, dumps, send_frame, wrap_large_bytes
+from ._procpool_wire import MessageReader, Outbox, dumps, send_frame, wrap_large_bytes
 
 __all__ = (
     "BodyProfile",
@@ -80,6 +84,9 @@ QUEUE_SECONDS = 0.02
 #: A submitted call is sent at once while fewer calls than this are in flight; otherwise it
 #: goes with the next batch, sent when outcomes arrive.
 SEND_AT_ONCE_BELOW = 2
+#: How often the pool's thread looks at the shared outbox while calls are in flight (with
+#: many in flight it is not woken per outcome; with few, this only covers a missed ring).
+OUTBOX_POLL = 0.001
 #: How many times a call the worker never started may be sent again after a death.
 MAX_RESENDS = 3
 _ids = itertools.count(1)
@@ -267,6 +274,7 @@ class _Proc:
         "known",
         "next_batch",
         "next_index",
+        "outbox",
         "process",
         "ready",
         "reason",
@@ -274,10 +282,13 @@ class _Proc:
         "sock",
     )
 
-    def __init__(self, process: BaseProcess, sock: socket.socket, counters: Any) -> None:
+    def __init__(
+        self, process: BaseProcess, sock: socket.socket, counters: Any, outbox: Outbox
+    ) -> None:
         self.process = process
         self.sock = sock
         self.counters = counters
+        self.outbox = outbox
         self.known: set[int] = set()
         self.next_index = 0
         self.next_batch = 0
@@ -340,6 +351,7 @@ class ProcPool:
         self._wake_r, self._wake_w = os.pipe()
         self._unstarted: list[Call] = []
         self._eager = False
+        self._last_window = 1  # the window at the last send (read without the lock)
         self._started = 0
         self._recycled = 0
         self._completed = 0
@@ -372,7 +384,11 @@ class ProcPool:
             return
         # While the worker has calls queued, new ones wait for the next outcomes (the pool's
         # thread sends everything then, as one batch) unless a full batch is ready now.
-        if len(self._inflight) < SEND_AT_ONCE_BELOW or len(self._pending) >= self._batch_size:
+        in_flight = len(self._inflight)
+        if in_flight < SEND_AT_ONCE_BELOW or (
+            len(self._pending) >= self._batch_size
+            and self._last_window - in_flight >= self._last_window // 2
+        ):
             self._pump()
 
     def cancel(self, call: Call) -> None:
@@ -533,10 +549,12 @@ class ProcPool:
                 ):
                     return
                 window = self._window(proc)
-                room = window - len(self._inflight)
-                # Refill in chunks: a freed slot or two waits until half the window is free,
-                # so steady streams cross as batches, not one call per outcome.
-                if room <= 0 or (room < window // 2 and len(self._pending) < room * 2):
+                self._last_window = window
+                in_flight = len(self._inflight)
+                room = window - in_flight
+                # Refill in chunks: while the worker still has calls queued, freed slots wait
+                # until half the window is free, so a steady stream crosses in batches.
+                if room <= 0 or (room < window // 2 and in_flight >= SEND_AT_ONCE_BELOW):
                     return
                 self._sending = True
                 count = min(room, self._batch_size, len(self._pending))
@@ -680,9 +698,10 @@ class ProcPool:
     def _spawn(self) -> _Proc:
         parent_end, child_end = self._context.Pipe(duplex=True)
         counters = self._context.RawArray("q", COUNTERS)
+        outbox = self._context.RawArray("B", OUTBOX_SIZE)
         process = self._context.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_end, counters, self._settings),
+            args=(child_end, counters, outbox, self._settings),
             name=f"{self._label}-process",
             daemon=True,
         )
@@ -697,7 +716,7 @@ class ProcPool:
                 _log.warning("%s: pinning to CPU %s failed: %r", self._label, self._cpu, exc)
         sock = socket.socket(fileno=os.dup(parent_end.fileno()))
         parent_end.close()
-        proc = _Proc(process, sock, counters)
+        proc = _Proc(process, sock, counters, Outbox(outbox, counters, OUTBOX_WRITTEN, OUTBOX_READ))
         with self._lock:
             self._proc = proc
             self._started += 1
@@ -724,13 +743,34 @@ class ProcPool:
         selector: selectors.BaseSelector,
         sentinel: int,
     ) -> bool:
+        counters = proc.counters
+        outbox = proc.outbox
         while True:
-            ready = {key.fileobj for key, _ in selector.select()}
+            # With few calls in flight, the worker rings (over the socket) when it adds an
+            # outcome, so a lone call is answered at once. With more, this thread looks at
+            # the outbox every OUTBOX_POLL seconds and takes all that arrived in one go, so a
+            # stream of calls costs one wake-up per batch of outcomes, not one per outcome.
+            in_flight = len(self._inflight)
+            counters[PARENT_WAITING] = 1 if in_flight <= SEND_AT_ONCE_BELOW else 0
+            if outbox.pending():
+                ready: set[Any] = set()
+            else:
+                timeout = OUTBOX_POLL if in_flight else None
+                ready = {key.fileobj for key, _ in selector.select(timeout)}
+            counters[PARENT_WAITING] = 0
             if self._wake_r in ready:
                 with contextlib.suppress(OSError):
                     os.read(self._wake_r, 4096)
             dead = sentinel in ready
-            if (dead or proc.sock in ready) and not self._read(proc, reader, dead):
+            alive = True
+            results: list[tuple[Any, ...]] = []
+            if dead or proc.sock in ready:
+                alive = self._read(proc, reader, dead, results)
+            self._take_outbox(proc, results)
+            if results:
+                self._results(results)
+                self._pump()
+            if not alive:
                 break
             if proc.kill_index:
                 self._maybe_kill(proc)
@@ -741,17 +781,23 @@ class ProcPool:
                 break
         return self._reap(proc)
 
-    def _read(self, proc: _Proc, reader: MessageReader, dead: bool) -> bool:
-        """Handle everything that has arrived (all of it, once the process is dead); the
-        outcomes of all of it reach the user as one batch. False when the process is gone."""
-        results: list[tuple[Any, ...]] = []
-        alive = True
+    def _take_outbox(self, proc: _Proc, results: list[tuple[Any, ...]]) -> None:
+        """Move the outcomes the worker left in the shared outbox into ``results``."""
+        values, problems = proc.outbox.read_all()
+        results.extend(values)  # type: ignore[arg-type]
+        for problem in problems:
+            self._unloadable(proc, problem)
+
+    def _read(
+        self, proc: _Proc, reader: MessageReader, dead: bool, results: list[tuple[Any, ...]]
+    ) -> bool:
+        """Handle what has arrived on the socket (all of it, once the process is dead),
+        adding outcomes to ``results``. False when the process is gone."""
         while True:
             try:
                 message: Any = reader.read()
             except (EOFError, OSError):
-                alive = False
-                break
+                return False
             except Exception as exc:
                 self._unloadable(proc, exc)
                 message = None
@@ -761,11 +807,7 @@ class ProcPool:
                 else:
                     self._handle(proc, message)
             if not dead and not reader.buffered():
-                break
-        if results:
-            self._results(results)
-            self._pump()
-        return alive
+                return True
 
     def _handle(self, proc: _Proc, message: Any) -> None:
         kind = message[0]
@@ -773,6 +815,8 @@ class ProcPool:
             with self._lock:
                 proc.ready = True
             self._pump()
+        elif kind == "ring":
+            pass  # the outbox is read on every wake-up
         elif kind == "unloadable":
             self._unloadable_batch(proc, int(message[1]), str(message[2]))
         elif kind == "retire":
@@ -884,6 +928,10 @@ class ProcPool:
         if process.exitcode is None:
             _kill(process)
         code = process.exitcode
+        late: list[tuple[Any, ...]] = []
+        self._take_outbox(proc, late)  # outcomes written right before the end are kept
+        if late:
+            self._results(late)
         lost: list[Outcome] = []
         with self._lock:
             self._proc = None

@@ -22,6 +22,7 @@ from typing import Any
 __all__ = (
     "LARGE_BYTES",
     "MessageReader",
+    "Outbox",
     "dumps",
     "send_frame",
     "wrap_large_bytes",
@@ -29,6 +30,7 @@ __all__ = (
 
 _HEAD = struct.Struct("<QII")
 _LEN = struct.Struct("<Q")
+_LEN32 = struct.Struct("<I")
 _PROTOCOL = 5
 #: ``bytes`` at least this long cross out of band (as a pickle buffer), never inside the pickle.
 LARGE_BYTES = 64 * 1024
@@ -203,3 +205,72 @@ class MessageReader:
         if tag and self.on_tag is not None:
             self.on_tag(tag)
         return pickle.loads(stream, buffers=buffers)
+
+
+class Outbox:
+    """A ring of outcomes in memory shared by a worker process and its parent.
+
+    The worker appends each outcome (a length-prefixed pickle) without a system call; the
+    parent takes everything written so far in one go. What was written survives the worker:
+    a parent reads it even after the worker died. Positions are running byte totals kept in
+    two shared counters (written by the worker, read by the parent); one writer, one reader.
+    """
+
+    __slots__ = ("_counters", "_read_at", "_size", "_view", "_written_at")
+
+    def __init__(self, buffer: Any, counters: Any, written_at: int, read_at: int) -> None:
+        self._view = memoryview(buffer).cast("B")
+        self._size = len(self._view)
+        self._counters = counters
+        self._written_at = written_at
+        self._read_at = read_at
+
+    def _put(self, position: int, data: bytes) -> None:
+        start = position % self._size
+        first = min(len(data), self._size - start)
+        self._view[start : start + first] = data[:first]
+        if first < len(data):
+            self._view[: len(data) - first] = data[first:]
+
+    def _get(self, position: int, size: int) -> bytes:
+        start = position % self._size
+        first = min(size, self._size - start)
+        data = bytes(self._view[start : start + first])
+        if first < size:
+            data += bytes(self._view[: size - first])
+        return data
+
+    def write(self, payload: bytes) -> bool:
+        """Append ``payload`` (worker side); False when it does not fit now."""
+        counters = self._counters
+        written = counters[self._written_at]
+        need = _LEN32.size + len(payload)
+        if need > self._size - (written - counters[self._read_at]):
+            return False
+        self._put(written, _LEN32.pack(len(payload)) + payload)
+        counters[self._written_at] = written + need  # published after the bytes
+        return True
+
+    def pending(self) -> bool:
+        """Whether anything was written that the parent has not read."""
+        counters = self._counters
+        return bool(counters[self._written_at] != counters[self._read_at])
+
+    def read_all(self) -> tuple[list[object], list[Exception]]:
+        """Unpickle and consume everything written so far (parent side): the values, and
+        the errors of entries that could not be unpickled (those are consumed too)."""
+        counters = self._counters
+        position = counters[self._read_at]
+        end = counters[self._written_at]
+        values: list[object] = []
+        problems: list[Exception] = []
+        while position < end:
+            (size,) = _LEN32.unpack(self._get(position, _LEN32.size))
+            data = self._get(position + _LEN32.size, size)
+            position += _LEN32.size + size
+            counters[self._read_at] = position
+            try:
+                values.append(pickle.loads(data))
+            except Exception as exc:
+                problems.append(exc)
+        return values, problems
