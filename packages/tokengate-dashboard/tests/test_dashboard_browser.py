@@ -75,7 +75,7 @@ def test_the_page_loads_offline_and_its_numbers_move(page: Any, token: str) -> N
 
     coordinator = OperationsCoordinator(cores=3, workers_per_core=6).start()
     server = serve_dashboard(coordinator, port=0, admin_token=token, interval=0.5)
-    workload = DemoWorkload(coordinator, period=0.1, max_in_flight=400, slow_seconds=(2, 4))
+    workload = DemoWorkload(coordinator, period=0.25, max_in_flight=300, slow_seconds=(2, 4))
     workload.start()
     try:
         page.goto(f"{server.url}#token={token}")

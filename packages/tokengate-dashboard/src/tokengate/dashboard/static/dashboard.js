@@ -171,7 +171,7 @@
   const extraColumns = (rows, known) => {
     const keys = [];
     for (const r of rows) for (const k of Object.keys(r)) if (!known.has(k) && !keys.includes(k)) keys.push(k);
-    return keys.slice(0, 6).map((k) => ({ label: k.replaceAll("_", " "), value: (r) => (r[k] === null || r[k] === undefined ? "–" : text(r[k])) }));
+    return keys.slice(0, 6).map((k) => ({ label: k.replaceAll("_", " "), value: (r) => cell(r[k]) }));
   };
 
   function render(s) {
@@ -290,6 +290,24 @@
   }
 
   const isMap = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  // a table cell for any figure; a mapping of mappings (executors of a domain, say) becomes one
+  // line per entry: "thread: workers 6, busy 2, backlog 0"
+  function cell(v) {
+    if (v === null || v === undefined) return "–";
+    if (!isMap(v) || !Object.values(v).some(isMap)) return text(v);
+    const box = el("div");
+    for (const [name, inner] of Object.entries(v)) {
+      const parts = [];
+      const flat = (obj) => {
+        for (const [k, x] of Object.entries(obj)) {
+          if (isMap(x)) flat(x); else parts.push(`${k.replaceAll("_", " ")} ${x === null ? "–" : text(x)}`);
+        }
+      };
+      if (isMap(inner)) flat(inner); else parts.push(text(inner));
+      box.append(el("div", { text: `${name}: ${parts.join(", ")}` }));
+    }
+    return box;
+  }
   // one cell for a nested figure: a decision's reason or mode if it has one, else key=value
   function summary(v) {
     if (v === null || v === undefined) return "–";
