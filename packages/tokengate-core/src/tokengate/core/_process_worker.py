@@ -55,6 +55,10 @@ PARENT_WAITING = 6
 COUNTERS = 7
 #: Bytes of the shared outbox of outcomes (larger outcomes go over the socket).
 OUTBOX_SIZE = 1 << 20
+#: The worker rings its parent about new outcomes in the outbox when the parent waits on few
+#: calls, when it has nothing queued, after this many outcomes, or this many seconds.
+RING_EVERY = 32
+RING_PERIOD = 0.002
 
 
 class WorkerSettings:
@@ -184,6 +188,8 @@ class _Worker:
         self.outbox = Outbox(outbox, counters, OUTBOX_WRITTEN, OUTBOX_READ)
         main, buffers = dumps(("ring",))
         self.doorbell = (main, buffers)
+        self.unrung = 0  # outcomes in the outbox the parent was not rung about
+        self.rung_at = 0.0
         self.settings = settings
         self.cond = threading.Condition(threading.Lock())
         self.inbox: deque[tuple[int, int, tuple[Any, ...], dict[str, Any], Any]] = deque()
@@ -211,7 +217,16 @@ class _Worker:
                 payload = b""
             small = bool(payload) and not buffers and len(payload) <= OUTBOX_SIZE // 8
             if small and self.outbox.write(payload):
-                if self.counters[PARENT_WAITING]:
+                self.unrung += 1
+                now = time.perf_counter()
+                if (
+                    self.counters[PARENT_WAITING]
+                    or not self.inbox
+                    or self.unrung >= RING_EVERY
+                    or now - self.rung_at >= RING_PERIOD
+                ):
+                    self.unrung = 0
+                    self.rung_at = now
                     with self.send_lock:
                         send_frame(self.sock, *self.doorbell)
                 return

@@ -84,9 +84,9 @@ QUEUE_SECONDS = 0.02
 #: A submitted call is sent at once while fewer calls than this are in flight; otherwise it
 #: goes with the next batch, sent when outcomes arrive.
 SEND_AT_ONCE_BELOW = 2
-#: How often the pool's thread looks at the shared outbox while calls are in flight (with
-#: many in flight it is not woken per outcome; with few, this only covers a missed ring).
-OUTBOX_POLL = 0.001
+#: Longest sleep of the pool's thread while calls are in flight (covers a ring from the
+#: worker that crossed its going to sleep; rings normally wake it).
+OUTBOX_POLL = 0.05
 #: How many times a call the worker never started may be sent again after a death.
 MAX_RESENDS = 3
 _ids = itertools.count(1)
@@ -746,13 +746,13 @@ class ProcPool:
         counters = proc.counters
         outbox = proc.outbox
         while True:
-            # With few calls in flight, the worker rings (over the socket) when it adds an
-            # outcome, so a lone call is answered at once. With more, this thread looks at
-            # the outbox every OUTBOX_POLL seconds and takes all that arrived in one go, so a
-            # stream of calls costs one wake-up per batch of outcomes, not one per outcome.
+            # The worker rings (over the socket) about outcomes it left in the outbox: at
+            # once while few calls are in flight, else when it runs out of calls, every
+            # RING_EVERY outcomes or RING_PERIOD seconds; this thread then takes all that
+            # arrived in one go (one wake-up per batch of outcomes, not one per outcome).
             in_flight = len(self._inflight)
             counters[PARENT_WAITING] = 1 if in_flight <= SEND_AT_ONCE_BELOW else 0
-            if outbox.pending():
+            if outbox.pending() and counters[PARENT_WAITING]:
                 ready: set[Any] = set()
             else:
                 timeout = OUTBOX_POLL if in_flight else None
