@@ -7,15 +7,17 @@ measured and decides, per operation:
 * **to processes** when the thread executor classified its bodies CPU-bound (at least
   :data:`TO_PROCESS_CPU` of their wall time is CPU time, over at least :data:`MIN_SAMPLES`
   sampled calls) and its function can be sent to a worker process (importable by name or
-  picklable by value). While there, each call's arguments are checked before it is sent:
-  a call whose arguments do not pickle runs on threads instead of failing, and the operation
-  goes back to threads.
+  picklable by value). A thread executor that does not measure CPU time (no
+  ``decisions()``) gets one trial instead: the operation goes to processes, where every body
+  is measured, and the rule below brings it back if processes do not pay. While there,
+  each call's arguments are checked before it is sent: a call whose arguments do not pickle
+  runs on threads instead of failing, and the operation goes back to threads.
 * **back to threads** when, measured in the worker processes, its bodies are short (mean
   under :data:`MIN_PROCESS_BODY` seconds: the hop to a process costs more than the body) or
   mostly waiting (CPU share under :data:`TO_THREAD_CPU`), or its arguments did not pickle.
   An operation moved back for short bodies or unpicklable arguments stays on threads.
 
-Every decision keeps its reason; the coordinator shows them in ``stats()``.
+Every decision keeps its reason; the coordinator shows them (``auto_decisions()``).
 """
 
 from __future__ import annotations
@@ -180,13 +182,16 @@ class AutoPolicy:
         process_view: dict[str, list[Any]] = {}
         process_backends: list[Any] = []
         threads_of: dict[int, Any] = {}
+        threads_measure = False
         made = list(self._backends())
         for name, core, backend in made:
             if name == THREAD:
                 threads_of[core] = backend
                 decisions = getattr(backend, "decisions", None)
-                if decisions is not None and not thread_view:
-                    thread_view.update(decisions())
+                if decisions is not None:
+                    threads_measure = True
+                    if not thread_view:
+                        thread_view.update(decisions())
         for name, core, backend in made:
             if name == PROCESS:
                 process_backends.append(backend)
@@ -204,7 +209,10 @@ class AutoPolicy:
                 continue
             name = entry.plan.operation_type
             if entry.executor == THREAD:
-                self._consider_processes(entry, thread_view.get(name), process_backends)
+                if threads_measure or not threads_of:
+                    self._consider_processes(entry, thread_view.get(name), process_backends)
+                else:
+                    self._try_processes(entry, process_backends)
             else:
                 self._consider_threads(entry, process_view.get(name, []), process_backends)
 
@@ -233,6 +241,23 @@ class AutoPolicy:
             PROCESS,
             f"on processes: CPU-bound on threads ({fraction:.2f} of its wall time is CPU "
             "time), and its function can be sent to a worker process",
+            process_backends,
+        )
+
+    def _try_processes(self, entry: _Entry, process_backends: list[Any]) -> None:
+        """The thread executor in use does not measure CPU time: measure in processes."""
+        if entry.moves:
+            return  # it was tried already and came back
+        problem = self._can_send(entry.plan)
+        if problem is not None:
+            entry.reason = f"on threads for good: {problem}"
+            entry.settled = True
+            return
+        self._set(
+            entry,
+            PROCESS,
+            "on processes, on trial: the thread executor in use does not measure CPU time, "
+            "so its bodies are measured in the worker processes",
             process_backends,
         )
 
