@@ -174,10 +174,8 @@ class ProcessExecutor(ExecutorBackend):
         if held is None or held[1].owner is not token:
             return
         pool, call = held
-        pool.cancel(call)
-        if call.index == 0 and not call.sent:
-            with self._lock:
-                self._calls.pop(id(token), None)
+        if pool.cancel(call):  # dropped before it was sent: no outcome will come
+            self._calls.pop(id(token), None)
 
     def shutdown(self, timeout: float) -> None:
         """Stop the worker process within about ``timeout`` seconds; every token still held

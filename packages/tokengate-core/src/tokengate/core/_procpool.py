@@ -391,22 +391,24 @@ class ProcPool:
         ):
             self._pump()
 
-    def cancel(self, call: Call) -> None:
+    def cancel(self, call: Call) -> bool:
         """Stop ``call``: unqueue it, tell the worker to skip it, or — when it is running —
         kill the worker process (a fresh one takes the calls queued behind it).
 
-        A cancelled call that was still queued here gets no outcome; one skipped or killed
-        in the worker gets :data:`SKIPPED` or :data:`ERR`.
+        Returns True when the call was still queued here: it was dropped and gets no
+        outcome. One skipped or killed in the worker gets :data:`SKIPPED` or :data:`ERR`.
         """
         send_cancel: _Proc | None = None
         with self._lock:
             if call.index == 0:
-                with contextlib.suppress(ValueError):
+                try:
                     self._pending.remove(call)
-                return
+                except ValueError:
+                    return False
+                return True
             proc = self._proc
             if proc is None or self._inflight.get(call.index) is not call:
-                return
+                return False
             started = proc.counters[STARTED]
             if call.index > started:
                 send_cancel = proc
@@ -416,6 +418,7 @@ class ProcPool:
                     os.write(self._wake_w, b"k")
         if send_cancel is not None:
             self._send_control(send_cancel, ("cancel", [call.index]))
+        return False
 
     def shutdown(self, timeout: float) -> list[Call]:
         """Stop the worker process within about ``timeout`` seconds.
