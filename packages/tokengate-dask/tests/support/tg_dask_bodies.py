@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tokengate.conductor import get_active_seed
 from tokengate.core import TaskToken, task_token_guard
 from tokengate.dask import current_worker_address
 from tokengate.hashing import DigestPolicy, digest, make_hashable
@@ -80,11 +81,10 @@ child = task_token_guard("dask_child", tags={"hash_policy": "none"})(child_body)
 @task_token_guard("dask_lead", tags={"external_calls": ["dask_child"]})
 def lead(children: int) -> tuple[Where, list[tuple[Where, int]], str | None]:
     """A conductor lead: calls ``children`` children, waits on every one of them inside its
-    body and reports where it and they ran (and the conductor seed the children carried)."""
+    body and reports where it and they ran, and the conductor seed active in its body."""
     tokens: list[TaskToken[tuple[Where, int]]] = [child(i) for i in range(children)]
     results = [token.get(60) for token in tokens]
-    seed = tokens[0].conductor_seed if tokens else None
-    return here(), results, seed
+    return here(), results, get_active_seed()
 
 
 @task_token_guard("dask_outer_lead", tags={"external_calls": ["dask_lead"]})

@@ -736,7 +736,8 @@ class DaskExecutor:
             new = self._map.assignments().get(batch.backend.core_id)
             error = DaskWorkerLostError(
                 f"the Dask worker {batch.worker} left the cluster (it died or was retired) "
-                f"while running this call; only the calls sent to it failed, core "
+                f"before the batch of this call finished; the call may or may not have run "
+                f"there and is not run again. Only the calls sent to that worker failed; core "
                 f"{batch.backend.core_id} now runs on {new or 'the next worker that joins'}"
             )
             for token in batch.tokens:
