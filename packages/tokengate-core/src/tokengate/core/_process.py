@@ -125,6 +125,8 @@ class ProcessExecutor(ExecutorBackend):
             except Exception as exc:
                 token.set_exception(exc)
                 continue
+            if scopes is None and token.done():  # an extension's remote_context failed it
+                continue
             if getattr(token._plan, "executor", None) == AUTO and not self._arguments_pickle(
                 token, fn
             ):
