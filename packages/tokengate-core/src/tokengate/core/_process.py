@@ -111,6 +111,16 @@ class ProcessExecutor(ExecutorBackend):
         """The engines underneath, one per worker process of the domain."""
         return list(self._pools)
 
+    @property
+    def pid(self) -> int | None:
+        """The pid of the domain's first worker process, or None."""
+        return self._pools[0].pid
+
+    @property
+    def restarts(self) -> int:
+        """Worker processes started after the first ones (deaths, kills, recycling)."""
+        return sum(pool.stats().restarts for pool in self._pools)
+
     def submit(self, tokens: Sequence[TaskToken[Any]]) -> None:
         """Queue the tokens' calls for the worker process and return at once.
 
@@ -348,12 +358,12 @@ class ProcessBackend:
     @property
     def pid(self) -> int | None:
         """The pid of the domain's first worker process, or None."""
-        return self.executor.pools[0].pid
+        return self.executor.pid
 
     @property
     def restarts(self) -> int:
         """Worker processes started after the first ones (deaths, kills, recycling)."""
-        return sum(pool.stats().restarts for pool in self.executor.pools)
+        return self.executor.restarts
 
     def submit(self, token: TaskToken[Any]) -> None:
         """Hand one ``ADMITTED`` token to the executor; returns at once."""
