@@ -64,7 +64,7 @@ _RATE_WINDOW = 128
 _PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
-def executor_name(tags: Mapping[str, object], coordinator: OperationsCoordinator) -> str:
+def executor_name(tags: Mapping[str, object], coordinator: object) -> str:
     """The ``executor`` attribute of an operation's tokens on ``coordinator``: the operation's
     ``executor`` tag, ``process`` for ``process_pool``, else the coordinator's default."""
     explicit = tags.get("executor")
@@ -72,7 +72,7 @@ def executor_name(tags: Mapping[str, object], coordinator: OperationsCoordinator
         return explicit
     if tags.get("process_pool") is True:
         return "process"
-    default = getattr(coordinator.config, "executor", None)
+    default = getattr(getattr(coordinator, "config", None), "executor", None)
     if isinstance(default, str) and default:
         return default
     name = getattr(default, "name", None)
@@ -115,12 +115,13 @@ class MetricsExtension(TokenExtension):
         self._window_count = 0
         self._window_start = _perf()
         #: (coordinator, executor name), replaced as one tuple.
-        self._bound: tuple[OperationsCoordinator | None, str] = (None, "")
+        self._bound: tuple[object, str] = (None, "")
 
-    def _bind(self, coordinator: OperationsCoordinator) -> tuple[OperationsCoordinator, str]:
+    def _bind(self, coordinator: object) -> tuple[object, str]:
         bound = (coordinator, executor_name(self._tags, coordinator))
         self._bound = bound
-        self._telemetry.see_coordinator(coordinator)
+        if isinstance(coordinator, OperationsCoordinator):
+            self._telemetry.see_coordinator(coordinator)
         return bound
 
     def _retune(self) -> None:
@@ -181,8 +182,9 @@ class TracingExtension(MetricsExtension):
         self._weight = operation.weight.value
         #: The context each token was created in, until it starts (or ends without starting).
         self._parents: dict[TaskToken[Any], Context] = {}
-        #: Span attributes by (coordinator, core): made once, reused by every token.
-        self._span_attributes: dict[tuple[int, int | None], dict[str, Any]] = {}
+        #: Span attributes by (coordinator id, core), with the coordinator they were made for:
+        #: made once, reused by every token.
+        self._span_attributes: dict[tuple[int, int | None], tuple[object, dict[str, Any]]] = {}
         #: Spans started in this process for bodies that run in another one.
         self._remote: dict[TaskToken[Any], Span] = {}
 
@@ -193,20 +195,21 @@ class TracingExtension(MetricsExtension):
     def _attributes(self, token: TaskToken[Any]) -> dict[str, Any]:
         coordinator = token.coordinator
         key = (id(coordinator), token.core_id)
-        attributes = self._span_attributes.get(key)
-        if attributes is None:
-            bound = self._bound
-            if coordinator is not bound[0]:
-                bound = self._bind(coordinator)
-            attributes = {
-                SPAN_OPERATION: self._span_name,
-                SPAN_WEIGHT: self._weight,
-                SPAN_EXECUTOR: bound[1],
-            }
-            if token.core_id is not None:
-                attributes[SPAN_CORE] = token.core_id
-            if len(self._span_attributes) < 1024:
-                self._span_attributes[key] = attributes
+        entry = self._span_attributes.get(key)
+        if entry is not None and entry[0] is coordinator:
+            return entry[1]
+        bound = self._bound
+        if coordinator is not bound[0]:
+            bound = self._bind(coordinator)
+        attributes: dict[str, Any] = {
+            SPAN_OPERATION: self._span_name,
+            SPAN_WEIGHT: self._weight,
+            SPAN_EXECUTOR: bound[1],
+        }
+        if token.core_id is not None:
+            attributes[SPAN_CORE] = token.core_id
+        if len(self._span_attributes) < 1024 or key in self._span_attributes:
+            self._span_attributes[key] = (coordinator, attributes)
         return attributes
 
     def _start(self, token: TaskToken[Any]) -> tuple[Span, Context]:
