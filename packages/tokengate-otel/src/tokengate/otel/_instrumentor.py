@@ -29,7 +29,7 @@ _log = logging.getLogger("tokengate.otel")
 DEFAULT_MAX_OPERATIONS = 100
 
 #: Tokens per second of one operation recorded in the duration histograms before sampling.
-DEFAULT_MAX_HISTOGRAM_RATE = 250.0
+DEFAULT_MAX_HISTOGRAM_RATE = 100.0
 
 _OPTIONS = frozenset(
     {
