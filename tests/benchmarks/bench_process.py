@@ -195,18 +195,29 @@ def _run_wave(
 
 
 def measure_cpu_throughput(n: int, count: int, repeats: int) -> dict[str, float]:
-    """Median tokens/s of CPU-heavy bodies, process domains and thread domains (2 cores)."""
+    """Median tokens/s of CPU-heavy bodies: process domains and thread domains (2 cores),
+    and, as a control of the parallelism the machine offers right now, the same bodies on
+    ``ProcessPoolExecutor(2)`` (``map``)."""
     process_times: list[float] = []
     thread_times: list[float] = []
-    with OperationsCoordinator(cores=2, workers_per_core=4):
+    pool_times: list[float] = []
+    with (
+        OperationsCoordinator(cores=2, workers_per_core=4),
+        ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool,
+    ):
         crunch_heavy_process(1).get()  # start both worker processes before timing
         crunch_medium_process(1).get()
+        list(pool.map(crunch, [1, 1]))
         for _ in range(repeats):
             thread_times.append(_run_wave(crunch_heavy_thread, crunch_medium_thread, n, count))
             process_times.append(_run_wave(crunch_heavy_process, crunch_medium_process, n, count))
+            start = time.perf_counter()
+            list(pool.map(crunch, [n] * count))
+            pool_times.append(time.perf_counter() - start)
     return {
         "threads tokens/s": count / statistics.median(thread_times),
         "processes tokens/s": count / statistics.median(process_times),
+        "ProcessPoolExecutor(2) map tokens/s": count / statistics.median(pool_times),
     }
 
 
@@ -314,9 +325,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         out.update(cpu)
         out["process_vs_thread"] = ratio
         print(f"\n3. CPU-heavy bodies (~{body_ms:.1f} ms each, {args.tokens} tokens, cores=2)")
+        control = cpu["ProcessPoolExecutor(2) map tokens/s"] / cpu["threads tokens/s"]
         print(f"   thread domains   {cpu['threads tokens/s']:8.1f} tokens/s")
         print(f"   process domains  {cpu['processes tokens/s']:8.1f} tokens/s")
-        print(f"   processes/threads {ratio:5.2f}x")
+        print(
+            f"   processes/threads {ratio:5.2f}x   (control: ProcessPoolExecutor(2) map / "
+            f"threads {control:5.2f}x, the parallelism the machine gave just now)"
+        )
     if args.only in (None, "array"):
         arr = measure_array(args.array_mb, max(3, args.repeats // 2))
         out.update({f"array {k}": v for k, v in arr.items()})
