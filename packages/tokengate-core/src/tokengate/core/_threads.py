@@ -57,7 +57,7 @@ _CPU_JOB = 1
 _IO_JOB = 2
 
 #: Seconds a domain keeps the CPU slot while another domain waits for it.
-SLICE = 0.005
+SLICE = 0.02
 #: A runner's body older than this, while others wait for the slot, lends the slot on.
 LONG_BODY = 0.05
 #: Slots a domain may lend to long bodies at once (each adds one runnable CPU thread).
