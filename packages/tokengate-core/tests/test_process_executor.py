@@ -10,18 +10,21 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import core_process_funcs as funcs
 import pytest
 
 from tokengate.core import (
+    OperationInfo,
     OperationsCoordinator,
     ProcessDomainError,
     TaskToken,
+    TokenExtension,
     TokenState,
     TokenTimeoutError,
+    hookimpl,
     task_token_guard,
 )
 
@@ -33,6 +36,17 @@ echo = task_token_guard("procexec_echo", tags=PROCESS)(funcs.echo)
 lead = task_token_guard("procexec_lead", tags=PROCESS)(funcs.lead)
 hang = task_token_guard("procexec_hang", tags={**PROCESS, "timeout": 1.0})(funcs.sleep_then)
 add = task_token_guard("procexec_add", tags=PROCESS)(funcs.add)
+scoped = task_token_guard("procexec_scoped", tags=PROCESS)(funcs.scope_value)
+
+
+class ScopePlugin:
+    """Gives ``procexec_scoped`` an extension that carries context into the process."""
+
+    @hookimpl
+    def tokengate_token_extension(self, operation: OperationInfo) -> TokenExtension | None:
+        if operation.operation_type == "procexec_scoped":
+            return funcs.ScopedExtension()
+        return None
 
 
 def make(**settings: Any) -> OperationsCoordinator:
@@ -114,3 +128,34 @@ def test_recycling_by_calls_through_the_coordinator() -> None:
     assert len(set(pids)) == 3
     assert pids[0] == pids[1]
     assert pids[2] == pids[3]
+
+
+NEEDS_REMOTE_CONTEXTS = pytest.mark.skipif(
+    not hasattr(TaskToken, "remote_contexts"),
+    reason="tokens do not hand out their extensions' remote contexts yet",
+)
+
+
+@NEEDS_REMOTE_CONTEXTS
+def test_extensions_context_is_entered_around_the_body_in_the_process(
+    coordinator: OperationsCoordinator, register_plugin: Callable[[object, str], str]
+) -> None:
+    assert scoped().get(WAIT) is None
+    register_plugin(ScopePlugin(), "procexec-scope")
+    token = scoped()
+    assert token.get(WAIT) == f"trace:{token.token_id}"
+
+
+@NEEDS_REMOTE_CONTEXTS
+def test_a_conductor_lead_in_a_process_calls_its_children_there(
+    coordinator: OperationsCoordinator,
+) -> None:
+    from tokengate.conductor import conductor_snapshot
+
+    lead = funcs.render(4)
+    results, seed, pid = lead.get(WAIT)
+    assert results == [0, 2, 4, 6]
+    assert pid != os.getpid()
+    assert seed is not None
+    assert seed == lead.conductor_seed
+    assert dict(conductor_snapshot(coordinator)) == {}

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from tokengate.core import task_token_guard
+from tokengate.core import TaskToken, TokenExtension, task_token_guard
 
 _held: list[bytearray] = []
 SCOPE: contextvars.ContextVar[object] = contextvars.ContextVar("scope", default=None)
@@ -89,6 +89,19 @@ class Scoped:
             SCOPE.reset(reset)
 
 
+class ScopedExtension(TokenExtension):
+    """Carries ``"trace:<token id>"`` into the worker process around each body."""
+
+    def remote_context(self, token: TaskToken[Any]) -> object:
+        """The value the body sees in :data:`SCOPE`."""
+        return f"trace:{token.token_id}"
+
+    @classmethod
+    def remote_scope(cls, value: object) -> contextlib.AbstractContextManager[object]:
+        """Set :data:`SCOPE` around the body."""
+        return Scoped.remote_scope(value)
+
+
 @task_token_guard("procfuncs_child_square", tags={"process_pool": True, "hash_policy": "none"})
 def child_square(x: int) -> int:
     """x * x (a decorated operation that a body in a process calls)."""
@@ -112,3 +125,22 @@ def lead(n: int) -> tuple[list[int], str]:
     else:
         message = "no error"
     return results, f"{message} in {os.getpid()}"
+
+
+@task_token_guard("procfuncs_tile", tags={"weight": "light", "hash_policy": "none"})
+def tile(x: int) -> int:
+    """A conductor member: doubles ``x``."""
+    return 2 * x
+
+
+@task_token_guard(
+    "procfuncs_render",
+    tags={"external_calls": ["procfuncs_tile"], "executor": "process", "hash_policy": "none"},
+)
+def render(tiles: int) -> tuple[list[int], str | None, int]:
+    """A conductor lead that runs in a worker process and calls ``tile`` there: the
+    children's results, the active seed the body sees, and the pid."""
+    from tokengate.conductor import get_active_seed
+
+    results = [tile(i).get() for i in range(tiles)]
+    return results, get_active_seed(), os.getpid()
