@@ -36,9 +36,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
 
 
-@pytest.fixture
-def deployed(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start a scheduler and two single-thread workers; yield the scheduler's address."""
+    tmp_path = tmp_path_factory.mktemp("deployed")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SUPPORT, *sys.path])}
     scheduler_file = tmp_path / "scheduler.json"
     log = (tmp_path / "scheduler.log").open("wb")
@@ -68,24 +69,15 @@ def deployed(tmp_path: Path) -> Iterator[str]:
             assert time.monotonic() < deadline, "dask scheduler did not start"
             time.sleep(0.05)
         address = str(json.loads(scheduler_file.read_text())["address"])
-        for name in ("w1", "w2"):
+        # w1 runs under a nanny (which gives its worker PYTHONHASHSEED=6640); w2 runs without
+        # one, in a process started with PYTHONHASHSEED=2: the two hash strings differently.
+        for name, extra in (("w1", ()), ("w2", ("--no-nanny",))):
+            command = [DASK, "worker", address, "--nthreads", "1", "--nworkers", "1", *extra]
+            command += ["--host", "127.0.0.1", "--no-dashboard", "--name", name]
             started.append(
                 subprocess.Popen(
-                    [
-                        DASK,
-                        "worker",
-                        address,
-                        "--nthreads",
-                        "1",
-                        "--nworkers",
-                        "1",
-                        "--host",
-                        "127.0.0.1",
-                        "--no-dashboard",
-                        "--name",
-                        name,
-                    ],
-                    env=env,
+                    command,
+                    env={**env, "PYTHONHASHSEED": "2"},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -120,3 +112,17 @@ def test_a_deployed_cluster_by_address(deployed: str) -> None:
     assert coordinator.in_flight() == []
     assert str(executor.client.status) in {"closed", "closing"}  # an executor given an
     # address owns its client and closes it when its coordinator stops
+
+
+def test_fingerprints_agree_across_worker_processes_with_other_hash_seeds(
+    deployed: str,
+) -> None:
+    with Client(deployed, timeout=WAIT, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=WAIT)
+        fingerprints, seeds, probe = bodies.fingerprints_here()
+        remote = client.run(bodies.fingerprints_here)
+    probes = {probe} | {their_probe for _, _, their_probe in remote.values()}
+    assert len(probes) == 3, "this process and the two workers should hash strings apart"
+    for address, (their_fingerprints, their_seeds, _) in remote.items():
+        assert their_fingerprints == fingerprints, f"fingerprints differ on {address}"
+        assert their_seeds == seeds, f"digests differ on {address}"

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tokengate.conductor import get_active_seed
+from tokengate.conductor import compute_seed, get_active_seed
 from tokengate.core import TaskToken, task_token_guard
 from tokengate.dask import current_worker_address
 from tokengate.hashing import DigestPolicy, digest, make_hashable
@@ -63,10 +63,24 @@ def child_body(index: int) -> tuple[Where, int]:
     return here(), index
 
 
-def fingerprint_body(value: object) -> tuple[object, str]:
-    """The routing fingerprint of ``value`` and its digest, computed where this runs."""
-    fingerprint = make_hashable(value)
-    return fingerprint, digest(repr(fingerprint), DigestPolicy.FULL)
+#: Plain-data values whose fingerprints must not depend on the process computing them.
+FINGERPRINTED: list[object] = [
+    {"b", "a", "c", "zeta", "éclair"},
+    {"k1": [1, 2, {"x", "y"}], "k2": ("t", frozenset({"p", "q"}))},
+    [{"s": {3, 1, 2}}, "text", 4.5, None, b"bytes"],
+]
+
+
+def fingerprints_here() -> tuple[list[object], list[str], int]:
+    """Computed where this runs: the fingerprints of :data:`FINGERPRINTED`, the digests a
+    coordinator makes (conductor seeds under every digest policy) and ``hash("probe")``,
+    which differs between processes with different ``PYTHONHASHSEED``."""
+    fingerprints = [make_hashable(value) for value in FINGERPRINTED]
+    seeds = [
+        compute_seed("dask_lead#7", ["dask_child", "other"], policy) for policy in DigestPolicy
+    ]
+    seeds.append(digest("payload", DigestPolicy.FULL))
+    return fingerprints, seeds, hash("probe")
 
 
 square = task_token_guard("dask_square", tags={"hash_policy": "none"})(square_body)

@@ -111,7 +111,7 @@ class DaskBenchResult:
 
 
 def _workload() -> ModuleType:
-    for name in ("tokengate.bench._workload", "tokengate.core.cli._workload"):
+    for name in ("tokengate.bench._workload",):
         try:
             return importlib.import_module(name)
         except ImportError:
