@@ -200,8 +200,9 @@ def run_latency_workload(
             }
 
             async def main() -> None:
-                for name in chosen:  # warm-up: threads, measurement of the operation
-                    await _open_loop(submitters[name], loops, 500.0, 0.2)
+                top = max(rates)
+                for name in chosen:  # warm-up at the top rate: threads, measurement, caches
+                    await _open_loop(submitters[name], loops, top, 0.3)
                 for index, rate in enumerate(rates):
                     shift = index % len(chosen)
                     for name in chosen[shift:] + chosen[:shift]:
