@@ -231,3 +231,28 @@ def test_a_stopped_coordinator_is_shown_stopped(
     assert running()
     coordinator.stop()
     assert wait_until(lambda: not running())
+
+
+@pytest.mark.skipif(
+    not hasattr(OperationsCoordinator, "auto_decisions"),
+    reason="this coordinator has no executor auto (auto_decisions) to show",
+)
+def test_executor_auto_decisions_are_shown(
+    dashboard: DashboardServer, coordinator: OperationsCoordinator, wait_until: Any
+) -> None:
+    tiny = task_token_guard("dash_auto_tiny", tags={"executor": "auto", "hash_policy": "none"})(
+        lambda: 1
+    )
+
+    def decision() -> dict[str, Any] | None:
+        for t in [tiny() for _ in range(16)]:
+            t.get(30)
+        snap = httpx.get(f"{dashboard.url}api/snapshot").json()["snapshot"]
+        found: dict[str, Any] | None = snap["extra"].get("auto_decisions", {}).get("dash_auto_tiny")
+        return found
+
+    assert wait_until(lambda: decision() is not None)
+    shown = decision()
+    assert shown is not None
+    assert shown["executor"] in ("thread", "process")
+    assert shown["reason"]

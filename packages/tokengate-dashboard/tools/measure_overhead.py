@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from tokengate.core import OperationsCoordinator
-from tokengate.core.cli._workload import OPERATIONS, calls_for_wave
+from tokengate.bench._workload import OPERATIONS, calls_for_wave
 from tokengate.dashboard import serve_dashboard
 
 
