@@ -36,7 +36,7 @@ import numpy as np
 
 from tokengate.core import OperationsCoordinator, TaskToken, task_token_guard
 from tokengate.core._procpool import Call, Outcome, ProcPool, function_ref
-from tokengate.core.cli import _workload as workload
+from tokengate.bench import _workload as workload
 
 FREE = {"hash_policy": "none"}
 

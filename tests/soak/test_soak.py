@@ -31,7 +31,7 @@ import pytest
 
 from tests.support.reliability_checks import SOAK_FIGURES, assert_quiescent
 from tokengate.core import OperationsCoordinator, TaskToken, TokenState, task_token_guard
-from tokengate.core.cli._workload import (
+from tokengate.bench._workload import (
     OPERATIONS,
     WARMUP_TOKENS,
     WAVE_PAUSE,

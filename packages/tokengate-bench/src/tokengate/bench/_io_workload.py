@@ -85,7 +85,7 @@ _Call = tuple[Callable[..., Any], Callable[..., Any], tuple[Any, ...]]
 
 def _seed_operations() -> Sequence[Any]:
     """The seed workload's operations (wherever the bench package keeps them)."""
-    for module in ("tokengate.bench._workload", "tokengate.core.cli._workload"):
+    for module in ("tokengate.bench._workload",):
         try:
             found: Sequence[Any] = importlib.import_module(module).OPERATIONS
         except (ImportError, AttributeError):

@@ -1,11 +1,11 @@
-"""The ``tokengate`` command line: benchmarks, demos and the plugin list.
+"""The ``tokengate`` command line.
 
-``tokengate bench`` runs the maximum-concurrency workload of SPEC §8 (and, with
-``--baseline``, the same waves on a ``ThreadPoolExecutor`` and in a one-thread loop);
-``tokengate demo`` runs the cache-storm, conductor and endurance demos, each verifying what it
-shows; ``tokengate plugins`` lists the installed plugins. Every command exits non-zero when a
-verification fails. rich (``tokengate-core[cli]``) and matplotlib (``tokengate-core[plot]``)
-are optional and imported only when used.
+The core contributes ``tokengate plugins`` (the installed plugins and their hooks). Other
+distributions contribute subcommands through the entry-point group ``tokengate.commands``:
+each entry point names a function ``main(argv: list[str]) -> int`` whose docstring's first
+line is its help. tokengate-bench contributes ``bench`` and ``demo``; tokengate-dashboard
+contributes ``dashboard``. A well-known subcommand whose distribution is missing says what
+to install.
 """
 
 from __future__ import annotations
@@ -13,27 +13,32 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import logging
 import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from ._output import Output, rich_available
 
-    from ._demos import DemoResult
-    from ._render import Output
+__all__ = ("COMMAND_GROUP", "Output", "main", "rich_available")
 
-__all__ = ("main",)
+#: Entry-point group of contributed subcommands.
+COMMAND_GROUP = "tokengate.commands"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-#: Waves of the benchmark that ``demo all`` runs (``make demo``).
-DEMO_WAVES = 12
-#: No-op tokens per round when the no-op micro-benchmark runs with ``--baseline``.
-DEFAULT_NOOP_TOKENS = 20_000
+#: Subcommands that other TokenGate distributions contribute, and how to get each.
+KNOWN_COMMANDS = {
+    "bench": "tokengate-bench",
+    "demo": "tokengate-bench",
+    "dashboard": "tokengate-dashboard",
+}
+
+_log = logging.getLogger("tokengate.plugins")
+
+Command = Callable[[list[str]], int]
 
 
 def _version() -> str:
@@ -43,245 +48,91 @@ def _version() -> str:
         return "unknown"
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
-    return value
+def contributed_commands() -> dict[str, importlib.metadata.EntryPoint]:
+    """The subcommands installed distributions contribute (name → entry point), not loaded."""
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for ep in importlib.metadata.entry_points(group=COMMAND_GROUP):
+        if ep.name != "plugins":  # the core's own command cannot be replaced
+            found.setdefault(ep.name, ep)
+    return found
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return value
+def _summary(ep: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"(from {dist.name})" if dist is not None else ""
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, not {value}")
-    return value
-
-
-def _waves(text: str) -> int:
-    value = _positive_int(text)
-    if value > 15:
-        raise argparse.ArgumentTypeError(f"the workload has 15 waves, not {value}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    commands: dict[str, importlib.metadata.EntryPoint] | None = None,
+) -> argparse.ArgumentParser:
     """The argument parser of ``tokengate`` (exposed for the docs and the tests)."""
+    if commands is None:
+        commands = contributed_commands()
     parser = argparse.ArgumentParser(
         prog="tokengate",
-        description="TokenGate benchmarks, demos and plugin list.",
+        description=(
+            "TokenGate's command line: 'plugins' lists the installed plugins; installed "
+            "distributions add more commands (tokengate-bench: bench, demo; "
+            "tokengate-dashboard: dashboard)."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"tokengate {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-
-    output = argparse.ArgumentParser(add_help=False)
-    output.add_argument(
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    plugins = sub.add_parser("plugins", help="list installed plugins")
+    plugins.add_argument(
         "--plain", action="store_true", help="plain text even on a terminal with rich installed"
     )
-    output.add_argument("--quiet", action="store_true", help="print nothing (exit status only)")
-
-    bench = commands.add_parser(
-        "bench",
-        parents=[output],
-        help="the maximum-concurrency workload (SPEC §8)",
-        description=(
-            "Waves of 4, 8, ..., 65,536 calls of four operations, submitted then gathered. "
-            "--baseline runs the same waves on ThreadPoolExecutor + asyncio.wrap_future and in "
-            "a one-thread loop, alternating wave by wave, and prints the SPEC §9 ratios."
-        ),
-    )
-    bench.add_argument(
-        "--waves", type=_waves, default=None, metavar="N", help="run the first N waves (1-15)"
-    )
-    bench.add_argument(
-        "--baseline",
-        action="store_true",
-        help="also run ThreadPoolExecutor and the one-thread loop (and the no-op micro)",
-    )
-    bench.add_argument("--json", metavar="PATH", help="write every figure to a JSON file")
-    bench.add_argument("--plot", metavar="PATH", help="write a PNG of rate and latency per wave")
-    bench.add_argument(
-        "--noop",
-        type=_non_negative_int,
-        metavar="N",
-        default=None,
-        help=(
-            "no-op micro-benchmark with N tokens per round (alone unless --waves or "
-            f"--baseline is given; --baseline runs it with {DEFAULT_NOOP_TOKENS:,}; 0: skip)"
-        ),
-    )
-    bench.add_argument(
-        "--rounds",
-        type=_positive_int,
-        default=5,
-        metavar="N",
-        help="rounds of the no-op micro (median; default 5)",
-    )
-    bench.add_argument(
-        "--memory",
-        action="store_true",
-        help="also run each side alone in a fresh process and compare peak memory",
-    )
-    bench.add_argument(
-        "--warmup",
-        type=_non_negative_int,
-        default=256,
-        metavar="N",
-        help="warm-up calls per side (default 256)",
-    )
-    bench.add_argument(
-        "--only", choices=("tokengate", "threadpool", "loop"), help=argparse.SUPPRESS
-    )
-
-    demo = commands.add_parser("demo", help="verified demos (SPEC §8)")
-    demos = demo.add_subparsers(dest="demo", metavar="DEMO")
-    demos.required = True
-
-    storm = demos.add_parser(
-        "cache-storm",
-        parents=[output],
-        help="sticky routing under a storm of identical and distinct calls",
-    )
-    _storm_options(storm)
-    storm.add_argument("--json", metavar="PATH", help="write the checks and figures to JSON")
-
-    conductor = demos.add_parser(
-        "conductor", parents=[output], help="leads spawn children inside conductor domains"
-    )
-    _conductor_options(conductor)
-    conductor.add_argument("--json", metavar="PATH", help="write the checks and figures to JSON")
-
-    endurance = demos.add_parser(
-        "endurance", parents=[output], help="IDLE / NORMAL / SURGE phases of random batches"
-    )
-    _endurance_options(endurance, default_duration=30.0)
-    endurance.add_argument("--json", metavar="PATH", help="write the checks and figures to JSON")
-
-    every = demos.add_parser(
-        "all",
-        parents=[output],
-        help=f"the {DEMO_WAVES}-wave bench with baseline, then every demo (make demo)",
-    )
-    every.add_argument(
-        "--waves",
-        type=_waves,
-        default=DEMO_WAVES,
-        metavar="N",
-        help="waves of the bench (default 12)",
-    )
-    every.add_argument(
-        "--noop",
-        type=_non_negative_int,
-        default=DEFAULT_NOOP_TOKENS,
-        metavar="N",
-        help="no-op tokens per round (0: skip)",
-    )
-    _storm_options(every)
-    _conductor_options(every, prefix=True)
-    _endurance_options(every, default_duration=6.0)
-    every.add_argument("--json", metavar="PATH", help="write every result to one JSON file")
-
-    commands.add_parser("dashboard", help="live browser dashboard: tokengate dashboard --demo")
-    plugins = commands.add_parser("plugins", parents=[output], help="list installed plugins")
+    plugins.add_argument("--quiet", action="store_true", help="print nothing (exit status only)")
     plugins.add_argument("--json", action="store_true", help="print the list as JSON")
+    for name, ep in sorted(commands.items()):
+        sub.add_parser(name, help=f"see 'tokengate {name} --help' {_summary(ep)}", add_help=False)
+    for name, dist in sorted(KNOWN_COMMANDS.items()):
+        if name not in commands:
+            sub.add_parser(name, help=f"needs {dist} (not installed)", add_help=False)
     return parser
 
 
-def _storm_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--keys", type=_positive_int, default=8, help="anchored keys")
-    parser.add_argument(
-        "--burst", type=_non_negative_int, default=50, help="identical calls per key"
-    )
-    parser.add_argument(
-        "--distinct",
-        type=_non_negative_int,
-        default=None,
-        metavar="N",
-        help="calls with distinct keys (default 8 per key)",
-    )
-    parser.add_argument(
-        "--cores", type=_positive_int, default=4, help="core domains of the demo coordinators"
-    )
-
-
-def _conductor_options(parser: argparse.ArgumentParser, *, prefix: bool = False) -> None:
-    parser.add_argument("--leads", type=_positive_int, default=8, help="lead tokens")
-    parser.add_argument("--children", type=_non_negative_int, default=4, help="children per lead")
-    parser.add_argument(
-        "--grandchildren", type=_non_negative_int, default=1, help="grandchildren per child"
-    )
-    if not prefix:
-        parser.add_argument(
-            "--cores", type=_positive_int, default=4, help="core domains of the coordinator"
-        )
-
-
-def _endurance_options(parser: argparse.ArgumentParser, *, default_duration: float) -> None:
-    parser.add_argument(
-        "--duration",
-        type=_positive_float,
-        default=default_duration,
-        help=f"seconds of load (default {default_duration:g})",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random batches")
-    parser.add_argument(
-        "--batch-scale",
-        type=_positive_float,
-        default=1.0,
-        help="multiply every batch size (IDLE 1-16, NORMAL 32-160, SURGE 400-1500)",
-    )
-    parser.add_argument(
-        "--max-in-flight",
-        type=_positive_int,
-        default=20_000,
-        help="tokens not yet gathered before a new batch waits",
+def install_hint(distribution: str) -> str:
+    """How to install a TokenGate distribution: from the package index once published, from a
+    checkout of the repository today."""
+    return (
+        f"install {distribution}: from a checkout of the TokenGate repository, "
+        f"'pip install ./packages/{distribution}' (or 'make wheels' and install the wheel); "
+        f"once it is published, 'pip install {distribution}'"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``tokengate`` command line; returns the exit status.
-
-    0 when every verification held, 1 when one failed (a failed or lost token, a demo check),
-    2 for a usage error (including ``--plot`` without matplotlib). A missed SPEC §9 speed
-    ratio is reported as MISS but is not a failure: benchmarks are measured on shared,
-    noisy machines.
-    """
-    rest = sys.argv[1:] if argv is None else argv
-    if rest[:1] == ["dashboard"]:  # contributed by tokengate-dashboard
+    """Run the ``tokengate`` command line; returns the exit status (0 ok, 1 a verification
+    failed, 2 a usage error)."""
+    rest = list(sys.argv[1:] if argv is None else argv)
+    commands = contributed_commands()
+    if rest and rest[0] in commands:
         try:
-            from tokengate.dashboard._cli import main as dashboard_main
-        except ImportError:
-            sys.stderr.write("tokengate dashboard: pip install tokengate-dashboard\n")
+            command: Command = commands[rest[0]].load()
+        except Exception as exc:
+            sys.stderr.write(f"tokengate {rest[0]}: the command failed to load: {exc!r}\n")
             return EXIT_USAGE
-        return dashboard_main(rest[1:])
-    parser = build_parser()
+        return command(rest[1:])
+    if rest and rest[0] in KNOWN_COMMANDS:
+        sys.stderr.write(
+            f"tokengate {rest[0]} is contributed by {KNOWN_COMMANDS[rest[0]]}, which is not "
+            f"installed; {install_hint(KNOWN_COMMANDS[rest[0]])}\n"
+        )
+        return EXIT_USAGE
+    parser = build_parser(commands)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(rest)
     except SystemExit as exc:  # --help, --version and usage errors
         code = exc.code
         return code if isinstance(code, int) else EXIT_USAGE
-    from ._render import Output
-
     out = Output(plain=args.plain, quiet=args.quiet)
     try:
-        if args.command == "bench":
-            return _cmd_bench(args, out)
-        if args.command == "plugins":
-            return _cmd_plugins(args, out)
-        return _cmd_demo(args, out)
+        return _cmd_plugins(args, out)
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         _silence_stdout()
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        sys.stderr.write("tokengate: interrupted\n")
-        return 130
 
 
 def _silence_stdout() -> None:
@@ -291,194 +142,6 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):
         pass
-
-
-def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
-    from ._bench import BenchOptions, run_bench
-    from ._plot import PlotUnavailableError, check_plot_available, write_plot
-    from ._render import render_bench
-
-    if args.plot:
-        try:
-            check_plot_available()
-        except PlotUnavailableError as exc:
-            sys.stderr.write(f"tokengate bench: {exc}\n")
-            return EXIT_USAGE
-    noop_only = args.noop is not None and args.waves is None and not args.baseline
-    if noop_only:
-        return _cmd_noop(args, out)
-    noop = args.noop if args.noop is not None else (DEFAULT_NOOP_TOKENS if args.baseline else 0)
-    if args.only is not None:
-        noop = 0
-    options = BenchOptions(
-        waves=args.waves or 15,
-        baseline=args.baseline,
-        only=args.only,
-        warmup=args.warmup,
-    )
-    report = run_bench(
-        options,
-        out.wave_listener(),
-        noop_tokens=noop,
-        noop_rounds=args.rounds,
-        memory=args.memory and args.only is None,
-    )
-    render_bench(out, report)
-    if args.json:
-        path = report.write_json(args.json)
-        out.line(f"figures written to {path}")
-    if args.plot:
-        path = write_plot(report, args.plot)
-        out.line(f"plot written to {path}")
-    return EXIT_OK if report.ok else EXIT_FAILED
-
-
-def _cmd_noop(args: argparse.Namespace, out: Output) -> int:
-    from ._bench import run_noop
-    from ._render import render_noop, render_targets
-
-    result = run_noop(args.noop, args.rounds) if args.noop else None
-    if result is None:
-        out.line("nothing to run: --noop 0")
-        return EXIT_OK
-    render_noop(out, result)
-    render_targets(out, [result.target])
-    ok = result.failed == 0
-    out.verdict(ok, f"no-op: {result.failed} failed calls")
-    if args.json:
-        target = Path(args.json)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(
-            json.dumps(
-                {
-                    "noop": result.as_dict(),
-                    "targets": [result.target.as_dict()],
-                    "verdict": {"ok": ok, "failed_tokens": result.failed},
-                },
-                indent=2,
-            )
-        )
-        out.line(f"figures written to {target}")
-    return EXIT_OK if ok else EXIT_FAILED
-
-
-def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    from ._demos import run_cache_storm, run_conductor, run_endurance
-
-    results: list[DemoResult] = []
-    if args.demo == "all":
-        return _cmd_demo_all(args, out)
-    if args.demo == "cache-storm":
-        out.heading("demo cache-storm")
-        results.append(
-            run_cache_storm(
-                keys=args.keys, burst=args.burst, distinct=args.distinct, cores=args.cores
-            )
-        )
-    elif args.demo == "conductor":
-        out.heading("demo conductor")
-        results.append(
-            run_conductor(
-                leads=args.leads,
-                children=args.children,
-                grandchildren=args.grandchildren,
-                cores=args.cores,
-            )
-        )
-    else:
-        out.heading(f"demo endurance ({args.duration:g} s)")
-        results.append(
-            run_endurance(
-                duration=args.duration,
-                seed=args.seed,
-                batch_scale=args.batch_scale,
-                max_in_flight=args.max_in_flight,
-            )
-        )
-    for result in results:
-        _render_demo(out, result)
-    if args.json:
-        results[0].write_json(args.json)
-        out.line(f"figures written to {args.json}")
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
-
-
-def _render_demo(out: Output, result: DemoResult) -> None:
-    for title, columns, rows in result.tables:
-        out.table(title, columns, rows)
-    for note in result.notes:
-        out.line(note)
-    for check in result.checks:
-        out.verdict(check.ok, f"{check.name}: {check.detail}" if check.detail else check.name)
-    out.verdict(result.ok, f"demo {result.name}")
-
-
-def _cmd_demo_all(args: argparse.Namespace, out: Output) -> int:
-    from ._bench import BenchOptions, run_bench
-    from ._demos import run_cache_storm, run_conductor, run_endurance
-    from ._render import render_bench
-
-    verdicts: list[tuple[str, bool]] = []
-    payload: dict[str, object] = {}
-
-    out.heading(f"bench: {args.waves} waves with baseline")
-    report = run_bench(
-        BenchOptions(waves=args.waves, baseline=True),
-        out.wave_listener(),
-        noop_tokens=args.noop,
-    )
-    render_bench(out, report)
-    verdicts.append(("bench (zero failed tokens)", report.ok))
-    payload["bench"] = report.as_dict()
-
-    demos: list[tuple[str, str, Callable[[], DemoResult]]] = [
-        (
-            "cache-storm",
-            "demo cache-storm",
-            lambda: run_cache_storm(
-                keys=args.keys, burst=args.burst, distinct=args.distinct, cores=args.cores
-            ),
-        ),
-        (
-            "conductor",
-            "demo conductor",
-            lambda: run_conductor(
-                leads=args.leads,
-                children=args.children,
-                grandchildren=args.grandchildren,
-                cores=args.cores,
-            ),
-        ),
-        (
-            "endurance",
-            f"demo endurance ({args.duration:g} s)",
-            lambda: run_endurance(
-                duration=args.duration,
-                seed=args.seed,
-                batch_scale=args.batch_scale,
-                max_in_flight=args.max_in_flight,
-            ),
-        ),
-    ]
-    for key, heading, run in demos:
-        out.heading(heading)
-        result = run()
-        _render_demo(out, result)
-        verdicts.append((f"demo {key}", result.ok))
-        payload[key] = result.as_dict()
-
-    out.heading("summary")
-    for name, ok in verdicts:
-        out.verdict(ok, name)
-    ok = all(v for _, v in verdicts)
-    payload["ok"] = ok
-    if args.json:
-        target = Path(args.json)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(payload, indent=2))
-        out.line(f"figures written to {target}")
-    out.verdict(ok, "every verification held" if ok else "some verification failed")
-    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _cmd_plugins(args: argparse.Namespace, out: Output) -> int:
