@@ -89,13 +89,16 @@ def test_results_and_errors_each_call_its_own(client: Any) -> None:
         per_worker = executor.calls_per_worker()
         assert set(per_worker) <= set(executor.workers)
         assert sum(per_worker.values()) >= 400
-        backend_stats = [
-            entry
+        shown = {
+            core.core_id: core.executors["dask"]
             for core in coordinator.stats().cores
-            for entry in getattr(core, "executors", {}).values()
-        ]
-        if backend_stats:  # the coordinator shows its backends' stats
-            assert any(s.details.get("worker") in executor.workers for s in backend_stats)
+            if "dask" in core.executors
+        }
+        assert 2 in shown  # these MEDIUM operations run on core 2 (core 1 is for HEAVY)
+        for core_id, backend_stats in shown.items():
+            assert backend_stats.details["worker"] == executor.domain_workers().get(core_id)
+            assert backend_stats.details["calls_per_worker"] == per_worker
+            assert backend_stats.queued == 0
     _clean(coordinator)
 
 
