@@ -64,7 +64,14 @@ from ._process_worker import (
     resolve_function,
     worker_main,
 )
-from ._procpool_wire import MessageReader, Outbox, dumps, send_frame, wrap_large_bytes
+from ._procpool_wire import (
+    LARGE_BYTES,
+    MessageReader,
+    Outbox,
+    dumps,
+    send_frame,
+    wrap_large_bytes,
+)
 
 __all__ = (
     "BodyProfile",
@@ -611,8 +618,10 @@ class ProcPool:
                 new_ids.add(fn.fn_id)
                 defs.append((fn.fn_id, fn.how, fn.payload))
             args = call.args
-            if any(type(a) is bytes for a in args):
-                args = tuple(wrap_large_bytes(a) for a in args)
+            for arg in args:
+                if type(arg) is bytes and len(arg) >= LARGE_BYTES:
+                    args = tuple(wrap_large_bytes(a) for a in args)
+                    break
             items.append((call.index, fn.fn_id, args, call.kwargs, call.scopes))
         message: tuple[Any, ...] = ("calls", defs, items)
         try:
@@ -831,9 +840,10 @@ class ProcPool:
 
     def _results(self, results: list[tuple[Any, ...]]) -> None:
         outcomes: list[Outcome] = []
+        # per function: (bodies, wall, cpu) summed over this batch, folded in once below
+        sums: dict[str, list[float]] = {}
         with self._lock:
             inflight = self._inflight
-            mean, ratio = self._mean_body, self._cpu_ratio
             for index, kind, value, remote_tb, wall, cpu in results:
                 call = inflight.pop(index, None)
                 if call is None:
@@ -843,11 +853,24 @@ class ProcPool:
                     value.add_note(f"\nRemote traceback ({self._label}):\n{remote_tb.rstrip()}")
                 outcomes.append((call, kind, value))
                 if kind != SKIPPED:
-                    self._profile(call.fn.name).add(wall, cpu)
-                    mean = wall if mean is None else mean + 0.05 * (wall - mean)
-                    if wall > 0:
-                        share = min(1.0, cpu / wall)
-                        ratio = share if ratio is None else ratio + 0.05 * (share - ratio)
+                    entry = sums.get(call.fn.name)
+                    if entry is None:
+                        sums[call.fn.name] = [1.0, wall, cpu]
+                    else:
+                        entry[0] += 1.0
+                        entry[1] += wall
+                        entry[2] += cpu
+            mean, ratio = self._mean_body, self._cpu_ratio
+            for name, (count, wall, cpu) in sums.items():
+                profile = self._profile(name)
+                for _ in range(int(min(count, 8))):  # a batch weighs at most 8 bodies
+                    profile.add(wall / count, cpu / count)
+                profile.calls += int(count) - int(min(count, 8))
+                body = wall / count
+                mean = body if mean is None else mean + 0.2 * (body - mean)
+                if wall > 0:
+                    share = min(1.0, cpu / wall)
+                    ratio = share if ratio is None else ratio + 0.2 * (share - ratio)
             self._mean_body, self._cpu_ratio = mean, ratio
             self._completed += len(outcomes)
         if outcomes:
