@@ -140,6 +140,19 @@ def test_conductor_leads_wait_on_children_on_their_worker(client: Any) -> None:
     _clean(coordinator)
 
 
+def test_nested_leads_stay_on_the_outer_leads_worker(client: Any) -> None:
+    executor = DaskExecutor(client)
+    with _coordinator(executor) as coordinator:
+        nested = bodies.outer_lead(2, 3)
+        (outer_address, _), inner = nested.get(WAIT)
+        assert outer_address == executor.domain_workers()[nested.core_id or 0]
+        assert len(inner) == 2
+        for (address, _), children, _seed in inner:
+            assert address == outer_address
+            assert {where[0] for where, _ in children} == {outer_address}
+    _clean(coordinator)
+
+
 def test_kill_and_timeout_of_running_and_waiting_calls(client: Any, tmp_path: Path) -> None:
     executor = DaskExecutor(client)
     with _coordinator(executor, cores=1) as coordinator:
