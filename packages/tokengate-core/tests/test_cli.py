@@ -101,7 +101,8 @@ def test_contributed_commands_come_from_entry_points() -> None:
     assert {"bench", "demo", "dashboard"} <= set(commands)
     assert commands["bench"].value == "tokengate.bench._cli:bench_main"
     help_text = build_parser(commands).format_help()
-    assert "plugins" in help_text and "bench" in help_text
+    assert "plugins" in help_text
+    assert "bench" in help_text
 
 
 def test_a_missing_distribution_says_what_to_install(

@@ -21,6 +21,7 @@ from tokengate.core.cli import Output
 
 if TYPE_CHECKING:
     from ._demos import DemoResult
+    from ._stats import Target
 
 __all__ = ("bench_main", "demo_main")
 
@@ -123,7 +124,45 @@ def build_bench_parser() -> argparse.ArgumentParser:
         help="warm-up calls per side (default 256)",
     )
     bench.add_argument(
-        "--only", choices=("tokengate", "threadpool", "loop"), help=argparse.SUPPRESS
+        "--only",
+        choices=("tokengate", "threadpool", "processpool", "loop"),
+        help=argparse.SUPPRESS,
+    )
+    bench.add_argument(
+        "--executor",
+        choices=("thread", "process", "auto", "dask"),
+        default="thread",
+        help=(
+            "where TokenGate runs the bodies (default thread). process/auto: the pool baseline "
+            "is a ProcessPoolExecutor; dask: the seed workload on a 2-worker LocalCluster "
+            "against one client.submit per call and hand-batched tasks of 64 calls"
+        ),
+    )
+    bench.add_argument(
+        "--io",
+        action="store_true",
+        help=(
+            "the blocking-IO workload: calls that sleep, alone and mixed with the seed's CPU "
+            "bodies, against anyio.to_thread.run_sync and loop.run_in_executor(None)"
+        ),
+    )
+    bench.add_argument(
+        "--io-calls", type=_positive_int, default=2000, metavar="N", help="calls per IO round"
+    )
+    bench.add_argument(
+        "--latency",
+        action="store_true",
+        help=(
+            "open-loop latency: ~100 us calls arriving at 200, 1,000 and 3,000/s, awaited from "
+            "an event loop, against ThreadPoolExecutor + wrap_future and anyio"
+        ),
+    )
+    bench.add_argument(
+        "--latency-seconds",
+        type=_positive_float,
+        default=2.0,
+        metavar="S",
+        help="seconds of arrivals per side and rate (default 2)",
     )
 
     return bench
@@ -289,6 +328,9 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
         except PlotUnavailableError as exc:
             sys.stderr.write(f"tokengate bench: {exc}\n")
             return EXIT_USAGE
+    special = args.io or args.latency or args.executor == "dask"
+    if special:
+        return _cmd_special(args, out)
     noop_only = args.noop is not None and args.waves is None and not args.baseline
     if noop_only:
         return _cmd_noop(args, out)
@@ -300,6 +342,7 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
         baseline=args.baseline,
         only=args.only,
         warmup=args.warmup,
+        executor=args.executor,
     )
     report = run_bench(
         options,
@@ -316,6 +359,59 @@ def _cmd_bench(args: argparse.Namespace, out: Output) -> int:
         path = write_plot(report, args.plot)
         out.line(f"plot written to {path}")
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_special(args: argparse.Namespace, out: Output) -> int:
+    """``--io``, ``--latency`` and ``--executor dask``: each its own workload and baselines."""
+    from ._render import render_targets
+
+    payload: dict[str, object] = {}
+    targets: list[Target] = []
+    try:
+        _run_special(args, out, payload, targets)
+    except ImportError as exc:
+        from tokengate.core.cli import install_hint
+
+        sys.stderr.write(f"tokengate bench: {exc}; {install_hint('tokengate-dask')}\n")
+        return EXIT_USAGE
+    except Exception as exc:  # a call failed: the workload stops there
+        out.verdict(False, f"the workload failed: {exc!r}")
+        return EXIT_FAILED
+    render_targets(out, targets)
+    if args.json:
+        target = Path(args.json)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        payload["targets"] = [t.as_dict() for t in targets]
+        target.write_text(json.dumps(payload, indent=2, default=str))
+        out.line(f"figures written to {target}")
+    out.verdict(True, "every call succeeded")
+    return EXIT_OK
+
+
+def _run_special(
+    args: argparse.Namespace, out: Output, payload: dict[str, object], targets: list[Target]
+) -> None:
+    from ._special import run_dask, run_io, run_latency
+
+    if args.io:
+        for mixed in (False, True):
+            result, rows, found = run_io(calls=args.io_calls, mixed=mixed)
+            title = "blocking IO, mixed with CPU bodies" if mixed else "blocking IO"
+            out.table(title, ("side", "rounds (s)", "calls/s"), rows)
+            targets.extend(found)
+            payload["io_mixed" if mixed else "io"] = result
+    if args.latency:
+        result, rows, found = run_latency(duration=args.latency_seconds)
+        out.table("open-loop latency", ("rate/s", "side", "achieved/s", "p50 ms", "p99 ms"), rows)
+        targets.extend(found)
+        payload["latency"] = result
+    if args.executor == "dask":
+        result, rows, found = run_dask()
+        out.table(
+            "seed workload on Dask (2-worker LocalCluster)", ("side", "calls/s (median)"), rows
+        )
+        targets.extend(found)
+        payload["dask"] = result
 
 
 def _cmd_noop(args: argparse.Namespace, out: Output) -> int:

@@ -10,7 +10,12 @@ from ._bench import SIDE_TITLES, BenchReport
 
 __all__ = ("PlotUnavailableError", "check_plot_available", "write_plot")
 
-_COLORS = {"tokengate": "#1f77b4", "threadpool": "#d62728", "loop": "#7f7f7f"}
+_COLORS = {
+    "tokengate": "#1f77b4",
+    "threadpool": "#d62728",
+    "processpool": "#ff7f0e",
+    "loop": "#7f7f7f",
+}
 
 
 class PlotUnavailableError(RuntimeError):

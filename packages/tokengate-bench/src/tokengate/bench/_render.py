@@ -159,12 +159,12 @@ _WIDE_ONLY = frozenset({"ok", "ms/tok", "tok/s"})
 
 
 def render_targets(out: Output, targets: Sequence[Target]) -> None:
-    """The SPEC §9 ratios with PASS/MISS labels (a MISS is reported, not a failure)."""
+    """The target ratios with PASS/MISS labels (a MISS is reported, not a failure)."""
     if not targets:
         return
     rows = [[t.name, ratio(t.value), t.bound, t.label] for t in targets]
     out.table(
-        "SPEC §9 targets (a MISS is reported, not a failure)",
+        "targets (a MISS is reported, not a failure)",
         ("ratio", "measured", "target", ""),
         rows,
     )
@@ -259,8 +259,13 @@ def render_bench(out: Output, report: BenchReport) -> None:
         out.verdict(False, f"bench: {len(report.problems)} problem(s)")
 
 
-_SHORT = {"threadpool": "TPE", "loop": "loop"}
-_HEADERS = {"tokengate": "TokenGate", "threadpool": "ThreadPool", "loop": "loop"}
+_SHORT = {"threadpool": "TPE", "processpool": "PPE", "loop": "loop"}
+_HEADERS = {
+    "tokengate": "TokenGate",
+    "threadpool": "ThreadPool",
+    "processpool": "ProcessPool",
+    "loop": "loop",
+}
 
 _FIGURES: tuple[tuple[str, str, Callable[[SideSummary], float]], ...] = (
     ("tokens", "n", lambda s: s.tokens),
