@@ -14,7 +14,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON := $(shell command -v $(PYTHON))
 export UV_LINK_MODE := copy
 
-.PHONY: setup demo test bench soak docs docs-serve lint typecheck pytest wheels clean
+.PHONY: setup demo test bench soak docs docs-serve lint typecheck pytest pytest-switch wheels clean
 
 $(UV):
 	$(PYTHON) -m venv .uvboot
@@ -53,10 +53,19 @@ pytest: $(STAMP)
 wheels: $(STAMP)
 	UV=$(UV) $(PY) tests/tools/check_wheels.py
 
+# Every distribution's wheel into dist/ (pip install --find-links dist tokengate-core ...).
+dist: $(STAMP)
+	$(UV) build --all-packages --wheel --out-dir dist
+
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
-test: lint typecheck pytest wheels docs
+# The core and cross-package suites once more, threads switching after every few bytecodes
+# (sys.setswitchinterval(1e-6)): rare interleavings become common.
+pytest-switch: $(STAMP)
+	TOKENGATE_SWITCH_INTERVAL=1e-6 $(PY) -m pytest -p tests.switchinterval -p no:randomly packages/tokengate-core/tests tests --ignore=tests/soak -q
+
+test: lint typecheck pytest pytest-switch wheels docs
 
 clean:
 	rm -rf $(VENV) .uvboot site dist .mypy_cache .ruff_cache
