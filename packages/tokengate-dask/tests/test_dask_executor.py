@@ -153,6 +153,22 @@ def test_nested_leads_stay_on_the_outer_leads_worker(client: Any) -> None:
     _clean(coordinator)
 
 
+def test_a_waiting_body_gives_its_worker_thread_back(client: Any, tmp_path: Path) -> None:
+    executor = DaskExecutor(client)
+    with _coordinator(executor, cores=1) as coordinator:  # one domain, one worker thread
+        path = str(tmp_path / "made-later")
+        lead = bodies.waiting_lead(path)
+        deadline = time.monotonic() + WAIT
+        while lead.state is not TokenState.EXECUTING:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        maker = bodies.touch(path)  # queued behind the waiting lead on the same thread
+        assert maker.get(WAIT) == path
+        (lead_address, _), (child_address, _) = lead.get(WAIT)
+        assert lead_address == child_address == executor.domain_workers()[1]
+    _clean(coordinator)
+
+
 def test_kill_and_timeout_of_running_and_waiting_calls(client: Any, tmp_path: Path) -> None:
     executor = DaskExecutor(client)
     with _coordinator(executor, cores=1) as coordinator:

@@ -106,3 +106,26 @@ def outer_lead(leads: int, children: int) -> tuple[Where, list[Any]]:
     """A lead whose members are leads themselves (nested domains)."""
     inner = [lead(children) for _ in range(leads)]
     return here(), [token.get(60) for token in inner]
+
+
+def wait_for_file_body(path: str, limit: float = 60.0) -> Where:
+    """Wait until ``path`` exists (at most ``limit`` seconds); report where this ran."""
+    end = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > end:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return here()
+
+
+wait_for_file = task_token_guard("dask_wait_for_file", tags={"hash_policy": "none"})(
+    wait_for_file_body
+)
+
+
+@task_token_guard("dask_waiting_lead", tags={"external_calls": ["dask_wait_for_file"]})
+def waiting_lead(path: str) -> tuple[Where, Where]:
+    """A lead whose child waits for a file that another call, sent later to the same
+    single-thread worker, creates: it completes only if the lead gives the worker's thread
+    back while it waits on its child."""
+    return here(), wait_for_file(path).get(60)

@@ -195,9 +195,10 @@ class DaskExecutor:
       threads is free, the next batch leaves as soon as it is full or its oldest call has
       waited ``max_delay`` seconds. Calls that arrive meanwhile wait (``ADMITTED``) and leave
       together, so batches grow with the load. Each call keeps its own token, outcome and
-      exception: one failing call never fails its batch-mates. A conductor lead travels alone
-      and leaves the worker's thread pool while it runs (``secede``), so it may wait on its
-      children, which run on the same worker.
+      exception: one failing call never fails its batch-mates. A conductor lead travels alone;
+      a body that waits on a token leaves the worker's thread pool while it waits
+      (``secede``, then ``rejoin``), so a lead may wait on its children, which run on the
+      same worker.
 
     Args:
         client: a :class:`distributed.Client`, a scheduler address (``"tcp://host:8786"``;

@@ -7,9 +7,10 @@ result cannot be pickled fails alone; its batch-mates complete.
 
 Calls made *inside* a body (a conductor lead calling its children) go to the worker-side
 coordinator, started in the worker process on first use: its tokens run in this worker, so
-a lead and all its descendants share the lead's worker. A lead's task leaves the worker's
-thread pool while its body runs (``distributed.secede``) and rejoins after it, so the lead
-may wait on its children without holding a slot they need.
+a lead and all its descendants share the lead's worker. A body that waits on a token leaves
+the worker's thread pool while it waits (``distributed.secede``) and rejoins it after
+(``distributed.rejoin``), so a lead may wait on its children without holding a thread that
+other work needs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
+
+# How the core lets an executor hear that a body waits on a token (managed blocking).
+from tokengate.core._blocking import current_handler as _current_handler
+from tokengate.core._blocking import install as _install
 
 __all__ = (
     "ERR",
@@ -233,6 +238,36 @@ def _run_one(func: Callable[..., Any], call: bytes, operation: str, where: str) 
         )
 
 
+class _Secession:
+    """A blocking handler for the Dask task thread running a batch: the outermost wait of a
+    body on a token leaves the worker's thread pool (``distributed.secede``) and rejoins it
+    (``distributed.rejoin``) when it is over, so the calls it waits for get the thread."""
+
+    __slots__ = ("_depth", "_distributed", "_seceded")
+
+    def __init__(self, distributed: Any) -> None:
+        self._distributed = distributed
+        self._depth = 0
+        self._seceded = False
+
+    def begin_blocking(self) -> None:
+        """The body is about to wait: leave the thread pool (outermost wait only)."""
+        self._depth += 1
+        if self._depth == 1:
+            try:
+                self._distributed.secede()
+                self._seceded = True
+            except (ValueError, AttributeError, KeyError):
+                self._seceded = False  # not on a Dask task thread
+
+    def end_blocking(self) -> None:
+        """The wait is over: rejoin the thread pool (blocks until a thread is free)."""
+        self._depth -= 1
+        if self._depth == 0 and self._seceded:
+            self._seceded = False
+            self._distributed.rejoin()
+
+
 def run_batch(
     functions: list[FunctionRef],
     calls: list[tuple[int, bytes]],
@@ -244,7 +279,7 @@ def run_batch(
         functions: the functions of the batch (see :data:`FunctionRef`).
         calls: per call, the index of its function and its pickled
             ``(args, kwargs, [(extension class, remote context value), ...])``.
-        lead: the batch is one conductor lead: leave the worker's thread pool while it runs.
+        lead: the batch is one conductor lead (it may wait on its children).
     """
     import distributed
 
@@ -266,13 +301,9 @@ def run_batch(
                 )
             )
     outcomes: list[Outcome] = []
-    seceded = False
-    if lead:
-        try:
-            distributed.secede()  # type: ignore[no-untyped-call]
-            seceded = True
-        except (ValueError, AttributeError, KeyError):
-            seceded = False
+    secession = _Secession(distributed)
+    previous = _current_handler()
+    _install(secession)  # a body that waits on a token leaves the thread pool meanwhile
     try:
         for index, call in calls:
             func = loaded[index]
@@ -282,6 +313,5 @@ def run_batch(
             else:
                 outcomes.append(_run_one(func, call, operation, where))
     finally:
-        if seceded:
-            distributed.rejoin()  # type: ignore[no-untyped-call]
+        _install(previous)
     return where, outcomes
