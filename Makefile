@@ -21,7 +21,7 @@ $(UV):
 	.uvboot/bin/python -m pip install --quiet uv
 
 $(STAMP): $(UV) pyproject.toml packages/*/pyproject.toml
-	$(UV) sync --all-packages --group dev --frozen 2>/dev/null || $(UV) sync --all-packages --group dev
+	$(UV) sync --all-packages --group dev --locked 2>/dev/null || $(UV) sync --all-packages --group dev
 	$(UV) pip install --python $(PY) --quiet pip
 	$(PY) -m pip install --quiet torch==2.13.0 || echo "torch could not be installed: its tests will be skipped"
 	touch $(STAMP)
