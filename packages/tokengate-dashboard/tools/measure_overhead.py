@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
-from tokengate.core import OperationsCoordinator
 from tokengate.bench._workload import OPERATIONS, calls_for_wave
+from tokengate.core import OperationsCoordinator
 from tokengate.dashboard import serve_dashboard
 
 

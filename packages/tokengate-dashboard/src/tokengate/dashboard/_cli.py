@@ -48,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``tokengate dashboard``; returns the exit status (0 ok, 2 usage error)."""
+    """Open the live browser dashboard over a synthetic workload (``--demo``).
+
+    The ``tokengate dashboard`` subcommand (entry point ``tokengate.commands``); returns the
+    exit status: 0 ok, 2 a usage error.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
