@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from tokengate.bench import _workload as workload
 from tokengate.core import OperationsCoordinator, TaskToken, task_token_guard
 from tokengate.core._procpool import Call, Outcome, ProcPool, function_ref
-from tokengate.bench import _workload as workload
 
 FREE = {"hash_policy": "none"}
 
