@@ -50,7 +50,7 @@ TO_PROCESS_CPU = 0.6
 #: CPU share (measured in processes) below which an operation moves back.
 TO_THREAD_CPU = 0.3
 #: Mean body time (measured in processes) below which the process hop does not pay.
-MIN_PROCESS_BODY = 20e-6
+MIN_PROCESS_BODY = 10e-6
 #: Bodies measured in processes before a move back is considered.
 MIN_PROCESS_CALLS = 64
 
