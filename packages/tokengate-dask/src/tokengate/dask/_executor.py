@@ -76,7 +76,14 @@ class _Batch:
 
 
 class DaskBackend(ExecutorBackend):
-    """The backend of one core domain on a Dask worker (made by :class:`DaskExecutor`)."""
+    """The backend of one core domain on a Dask worker (made by :class:`DaskExecutor`).
+
+    Attributes:
+        core_id: the core domain it serves.
+        coordinator_name: the coordinator it serves.
+        calls_sent: calls sent to Dask so far.
+        batches_sent: Dask tasks submitted so far.
+    """
 
     def __init__(self, executor: DaskExecutor, domain: ExecutorDomain) -> None:
         self._executor = executor
@@ -211,6 +218,11 @@ class DaskExecutor:
             while they wait on the worker: ``drain()`` no longer stops them, a kill still
             does. 0 (the default) keeps every waiting call ``ADMITTED``.
         connect_timeout: seconds to reach a scheduler given by address.
+
+    Attributes:
+        max_batch: as given.
+        max_delay: as given, in seconds.
+        prefetch: as given.
 
     Raises:
         DaskExecutorError: no default client exists, the address cannot be reached, or the
