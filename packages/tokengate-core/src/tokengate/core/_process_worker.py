@@ -31,7 +31,6 @@ from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from . import _guard
 from ._errors import ProcessDomainError
 from ._procpool_wire import MessageReader, Outbox, dumps, send_frame, wrap_large_bytes
 
@@ -82,6 +81,31 @@ class WorkerSettings:
             setattr(self, name, value)
 
 
+#: Where ``task_token_guard`` hangs the compiled plan on the function it returns.
+PLAN_ATTRIBUTE = "__tokengate_plan__"
+
+
+def _run_decorated_calls_inline() -> None:
+    """Make decorated calls in this worker process run inline (see :class:`InlineToken`):
+    register the stand-in coordinator where the decorator looks for a running one.
+
+    The decorator layer sits above the executors; it is imported by name here, at run time
+    and only in the worker process, so that no import of this module points up to it.
+    """
+    import importlib
+
+    try:
+        context: Any = importlib.import_module("tokengate.core._context")
+    except ImportError:  # the decorator keeps its running coordinators itself
+        context = importlib.import_module("tokengate.core._guard")
+    mark = getattr(context, "mark_worker_process", None)
+    if mark is not None:
+        mark()
+    else:
+        context.IN_WORKER_PROCESS = True
+    context.push_running(_InlineRunner())
+
+
 def resolve_function(module: str, qualname: str) -> Callable[..., Any]:
     """Import ``module`` and walk ``qualname`` to the undecorated function.
 
@@ -102,7 +126,7 @@ def resolve_function(module: str, qualname: str) -> Callable[..., Any]:
     target: Any = found
     for part in qualname.split("."):
         target = getattr(target, part)
-    plan = getattr(target, _guard.PLAN_ATTRIBUTE, None)
+    plan = getattr(target, PLAN_ATTRIBUTE, None)
     if plan is not None:
         target = plan.func
     elif getattr(target, "__wrapped__", None) is not None:
@@ -426,8 +450,7 @@ def _picklable_outcome(outcome: tuple[Any, ...]) -> tuple[Any, ...]:
 def worker_main(sock_fd: Any, counters: Any, outbox: Any, settings: WorkerSettings) -> None:
     """Entry point of a pool's worker process (the target of ``Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent
-    _guard.IN_WORKER_PROCESS = True
-    _guard.push_running(_InlineRunner())  # type: ignore[arg-type]
+    _run_decorated_calls_inline()
     if settings.cpu is not None:
         with contextlib.suppress(AttributeError, OSError):
             os.sched_setaffinity(0, {settings.cpu})
