@@ -11,6 +11,7 @@ share one pool.
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ import pytest
 from tokengate.core import ProcessDomainError
 from tokengate.core._process_worker import ERR, OK, SKIPPED, InlineToken
 from tokengate.core._procpool import Call, FunctionRef, Outcome, ProcPool, function_ref
+from tokengate.core._procpool_wire import Outbox
 
 WAIT = 60.0
 """Upper bound of every wait here (a loaded machine may take seconds to start a process)."""
@@ -364,3 +366,32 @@ def test_shutdown_returns_calls_that_never_ran() -> None:
     kind, error = collector.wait([late])[0]
     assert kind == ERR
     assert "shut down" in str(error)
+
+
+def test_the_outbox_wraps_around_and_refuses_what_does_not_fit() -> None:
+    counters = [0, 0]
+    box = Outbox(bytearray(64), counters, 0, 1)
+    sent: list[object] = []
+    received: list[object] = []
+    refused = 0
+    for i in range(40):  # ~1.5 KiB through a 64-byte ring: it wraps many times
+        value = ("outcome", i, "x" * (i % 7))
+        payload = pickle.dumps(value, 5)
+        if not box.write(payload):  # full: the reader catches up, then it fits
+            refused += 1
+            values, problems = box.read_all()
+            assert problems == []
+            received += values
+            assert box.write(payload), f"entry {i} did not fit in an empty ring"
+        sent.append(value)
+    values, problems = box.read_all()
+    received += values
+    assert received == sent
+    assert refused > 10
+    assert counters[0] > 64 * 10
+    assert not box.pending()
+    assert not box.write(b"y" * 61), "an entry larger than the ring was accepted"
+    assert box.write(b"garbage that is not a pickle")
+    values, problems = box.read_all()
+    assert values == []
+    assert len(problems) == 1
