@@ -66,6 +66,37 @@ CHECKS: dict[str, str] = {
         "            with urllib.request.urlopen(d.url + path) as r:\n"
         "                assert r.status == 200 and r.read(), path\n"
     ),
+    "tokengate-bench": (
+        "import subprocess, sys\n"
+        "from tokengate.core.cli import contributed_commands, main\n"
+        "assert {'bench', 'demo'} <= set(contributed_commands())\n"
+        "assert main(['demo', 'conductor', '--leads', '2', '--children', '1', '--quiet']) == 0\n"
+        "assert main(['bench', '--waves', '1', '--warmup', '4', '--quiet']) == 0\n"
+    ),
+    "tokengate-dask": (
+        "from tokengate.core import plugin_manager\n"
+        "from tokengate.dask import DaskExecutor, DaskExecutorError\n"
+        "assert 'dask' in plugin_manager().state().executors\n"
+        "try:\n"
+        "    DaskExecutor()\n"
+        "except DaskExecutorError as exc:\n"
+        "    assert 'client' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('no client: a clear error was expected')\n"
+    ),
+    "tokengate-otel": (
+        "import importlib.metadata\n"
+        "from tokengate.otel import TokenGateInstrumentor\n"
+        "found = {ep.name: ep for ep in importlib.metadata.entry_points("
+        "group='opentelemetry_instrumentor')}\n"
+        "assert found['tokengate'].load() is TokenGateInstrumentor\n"
+        "from tokengate.core import OperationsCoordinator, plugin_manager, task_token_guard\n"
+        "instrumentor = TokenGateInstrumentor()\n"
+        "instrumentor.instrument()\n"
+        "with OperationsCoordinator(cores=1) as c:\n"
+        "    assert task_token_guard('w')(lambda: 7)().get(10) == 7\n"
+        "instrumentor.uninstrument()\n"
+    ),
 }
 
 

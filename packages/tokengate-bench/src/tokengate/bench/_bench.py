@@ -152,7 +152,7 @@ class NoopResult:
 
     @property
     def target(self) -> Target:
-        """TokenGate / ThreadPoolExecutor against SPEC §9 (>= 3x)."""
+        """TokenGate / ThreadPoolExecutor against its target (>= 3x)."""
         ratio = self.tokengate / self.threadpool if self.threadpool else 0.0
         return Target("no-op tokens: TokenGate / ThreadPoolExecutor", ratio, TARGET_NOOP)
 
@@ -200,7 +200,7 @@ class MemoryResult:
 
     @property
     def target(self) -> Target | None:
-        """TokenGate's peak growth / the ThreadPoolExecutor's against SPEC §9 (<= 0.8x)."""
+        """TokenGate's peak growth / the ThreadPoolExecutor's against its target (<= 0.8x)."""
         if TOKENGATE not in self.peak_rss_mb or THREADPOOL not in self.peak_rss_mb:
             return None
         base = self.growth_mb(THREADPOOL)
@@ -261,7 +261,7 @@ class BenchReport:
         return not self.problems
 
     def targets(self) -> list[Target]:
-        """The SPEC §9 ratios this run can compute."""
+        """The target ratios this run can compute."""
         out: list[Target] = []
         executor = self.options.executor
         pool_name = self.options.pool

@@ -62,7 +62,7 @@ class WaveResult:
 
     @property
     def elapsed_s(self) -> float:
-        """The wave's elapsed time: the gather span (submission excluded, as in SPEC §8)."""
+        """The wave's elapsed time: the gather span (submission excluded)."""
         return self.gather_s
 
     @property
@@ -131,7 +131,7 @@ class WaveResult:
 
 @dataclass(frozen=True, slots=True)
 class SideSummary:
-    """The summary figures of one side (SPEC §8).
+    """The summary figures of one side.
 
     Attributes:
         side: the side's name.
@@ -267,7 +267,7 @@ def summarize(
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A SPEC §9 ratio and whether it meets its target.
+    """A target ratio and whether it meets its target.
 
     Attributes:
         name: what is compared.

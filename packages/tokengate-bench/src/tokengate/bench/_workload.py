@@ -1,4 +1,4 @@
-"""The seed workload of SPEC §8: four operations, round-robin by index.
+"""The seed workload of ``tokengate bench``: four operations, round-robin by index.
 
 The undecorated bodies are kept beside the decorated operations so that the baselines (the
 ``ThreadPoolExecutor`` and the one-thread loop) run exactly the same code as TokenGate.

@@ -1,4 +1,4 @@
-"""Lead seeds (SPEC §4 layer 5): the digest of a lead's token id and its frozen call list."""
+"""Lead seeds (routing layer 5): the digest of a lead's token id and its frozen call list."""
 
 from __future__ import annotations
 

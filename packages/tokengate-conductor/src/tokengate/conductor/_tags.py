@@ -50,7 +50,7 @@ def _digest_policy(names: Callable[[], tuple[str, ...]]) -> Callable[[object], s
 
 
 def reject_sticky_anchor_with_leads(tags: Mapping[str, object]) -> None:
-    """SPEC §3 rule: a lead routes by its domain, so it cannot also name a sticky key."""
+    """Tag rule: a lead routes by its domain, so it cannot also name a sticky key."""
     if tags.get("external_calls") is not None and tags.get("sticky_anchor") is not None:
         raise ValueError(
             "'sticky_anchor' cannot be combined with 'external_calls': a lead is routed by its "

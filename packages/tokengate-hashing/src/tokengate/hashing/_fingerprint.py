@@ -1,4 +1,4 @@
-"""Routing fingerprints: ``make_hashable`` and friends (SPEC section 5).
+"""Routing fingerprints: ``make_hashable`` and friends (the pipeline is described in the hashing docs).
 
 The walk is iterative (an explicit stack, so nesting depth is limited by memory, not by the
 recursion limit), detects cycles by the ids of the containers on the current path, and is
@@ -524,7 +524,7 @@ def is_hashable(obj: object) -> bool:
 
 
 def make_hashable(obj: object, *, registry: HandlerRegistry | None = None) -> Hashable:
-    """Return the routing fingerprint of ``obj`` (SPEC section 5).
+    """Return the routing fingerprint of ``obj`` (the pipeline is described in the hashing docs).
 
     A fingerprint is a routing key, not an equality witness. Pipeline, first match wins:
 
