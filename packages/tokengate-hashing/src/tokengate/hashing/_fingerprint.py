@@ -1,4 +1,4 @@
-"""Routing fingerprints: ``make_hashable`` and friends (the pipeline is described in the hashing docs).
+"""Routing fingerprints: ``make_hashable`` and friends (the pipeline: see the hashing docs).
 
 The walk is iterative (an explicit stack, so nesting depth is limited by memory, not by the
 recursion limit), detects cycles by the ids of the containers on the current path, and is
