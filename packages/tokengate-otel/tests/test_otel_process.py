@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 from types import MappingProxyType
+from typing import Any
 
 import otel_procfuncs
 import pytest
@@ -115,3 +116,13 @@ def test_remote_context_round_trip_through_a_real_process(
         pass
     with TracingExtension.remote_scope({}):
         pass
+
+
+def test_executor_attribute_follows_the_coordinators_default(
+    otel: Otel, coordinator_factory: Any
+) -> None:
+    coordinator_factory(cores=1, workers_per_core=1, executor="process")
+    add = task_token_guard("otel_default_process")(otel_procfuncs.add)
+    assert add(2, 3).get(timeout=WAIT) == 5
+    executors = {dict(p.attributes)["executor"] for p in otel.points("tokengate.tokens")}
+    assert executors == {"process"}
