@@ -98,7 +98,7 @@ def test_the_page_loads_offline_and_its_numbers_move(page: Any, token: str) -> N
         # the token from the address fragment filled the field and left the address bar
         assert page.input_value("#admin-token") == token
         assert "#" not in page.url
-        time.sleep(5)  # a few seconds of chart history for the screenshot
+        time.sleep(3)  # a few seconds of chart history for the screenshot
         page.wait_for_selector("#errors tbody td.err", timeout=10_000)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
