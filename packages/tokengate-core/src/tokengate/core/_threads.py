@@ -221,7 +221,7 @@ class ThreadExecutor(ExecutorBackend):
         *,
         runner: Callable[[TaskToken[Any]], object] | None = None,
     ) -> None:
-        """Serve ``domain``; no thread starts before the first :meth:`submit`."""
+        """Serve ``domain`` with ``workers_per_core`` standing threads (more on demand)."""
         config = domain.config
         self._domain = domain
         self._run = run_plain if runner is None else runner
@@ -254,6 +254,10 @@ class ThreadExecutor(ExecutorBackend):
         self._demotions = 0
         self._compensations = 0
         self._wakeups = 0
+        with self._lock:  # the domain's standing threads, parked until there is work
+            standing = [self._spawn_parked() for _ in range(self._keep)]
+        for worker in standing:
+            self._start(worker)
 
     def __repr__(self) -> str:
         return f"<ThreadExecutor {self._name} workers={len(self._workers)}>"
@@ -375,6 +379,13 @@ class ThreadExecutor(ExecutorBackend):
         self._has_slot = True
         self._runner = None
         self._slot_since = _perf()
+
+    def _spawn_parked(self) -> _Worker:
+        """With the lock held: a new worker that parks as soon as its thread starts."""
+        worker = _Worker(self, next(self._indexes))
+        self._workers.add(worker)
+        self._peak = max(self._peak, len(self._workers))
+        return worker
 
     def _rouse(self, spawn: bool = True) -> _Worker | None:
         if self._idle:
@@ -545,6 +556,7 @@ class ThreadExecutor(ExecutorBackend):
         cap = slots.capacity
         done = 0
         held = False  # loop wake-ups held back (see SHORT_BODY)
+        stamp = "_worker_id"  # the token's worker stamp ("worker_id" on older tokens)
         perf = _perf
         cpu_q = self._cpu_q
         io_q = self._io_q
@@ -606,6 +618,11 @@ class ThreadExecutor(ExecutorBackend):
             token, profile = entry
             if token.done():  # killed or timed out while queued: nothing to run or measure
                 continue
+            try:  # the worker's index in the execution record
+                setattr(token, stamp, worker.index)
+            except AttributeError:
+                stamp = "_worker_id" if stamp == "worker_id" else "worker_id"
+                setattr(token, stamp, worker.index)
             try:
                 if profile.should_sample():
                     cpu0 = _thread_time()
@@ -692,9 +709,19 @@ class ThreadExecutor(ExecutorBackend):
                     blocked = window >= MIN_WINDOW and cpu_now - mark < BLOCKED_SHARE * window
                 worker.cpu_mark = cpu_now
                 worker.wall_mark = now
-            long = not blocked and age >= LONG_BODY and self._lent < MAX_LENT
-            if not (blocked or long):
-                return True
+            if blocked:
+                # a blocked body becomes a blocking one, while they have room: beyond
+                # max_blocking_threads the domain is saturated and the runner keeps its slot
+                profile = worker.profile
+                if not (profile is not None and profile.exempt) and (
+                    self._shared.blocking >= self._shared.cap
+                ):
+                    return True
+                long = False
+            else:  # a long CPU-bound body shares the GIL with the next runner
+                long = age >= LONG_BODY and self._lent < MAX_LENT
+                if not long:
+                    return True
             self._runner = None
             worker.detached = True
             if long:
