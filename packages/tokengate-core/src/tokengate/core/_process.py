@@ -75,6 +75,7 @@ class ProcessExecutor(ExecutorBackend):
         #: be pickled (the same core's thread executor, set by the auto policy), instead of
         #: failing.
         self.fallback: Callable[[TaskToken[Any]], None] | None = None
+        self._shut = False
         fixed = config.processes_per_core
         if fixed is None:  # elastic: one process, more while the domain has a backlog
             self._max_pools = 1 if domain.cpu is not None else max(1, len(machine_cpus()))
@@ -192,6 +193,7 @@ class ProcessExecutor(ExecutorBackend):
     def shutdown(self, timeout: float) -> None:
         """Stop the worker process within about ``timeout`` seconds; every token still held
         ends ``KILLED`` (a body still running is abandoned and its process killed)."""
+        self._shut = True
         deadline = time.monotonic() + max(0.0, timeout)
         leftovers: list[Call] = []
         for pool in self._pools:
@@ -228,7 +230,8 @@ class ProcessExecutor(ExecutorBackend):
             workers=alive,
             busy=busy,
             queued=sum(snap.queued for snap in snaps) + max(0, in_flight - busy),
-            alive=alive > 0 or all(pid is None for pid in pids),
+            # up, or not started yet (a domain's process starts with its first token)
+            alive=not self._shut and (alive > 0 or all(pid is None for pid in pids)),
             details=details,
         )
 
