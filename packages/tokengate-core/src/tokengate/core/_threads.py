@@ -95,39 +95,49 @@ def run_plain(token: TaskToken[Any]) -> bool:
 
 class _Shared:
     """What a coordinator's thread executors share: operation profiles and the bound on
-    blocking bodies running at once."""
+    blocking bodies running at once, with the executors waiting for room under it."""
 
-    __slots__ = ("__weakref__", "blocking", "cap", "executors", "lock", "profiles", "starved")
+    __slots__ = ("__weakref__", "blocking", "cap", "executors", "lock", "profiles", "waiting")
 
     def __init__(self, cap: int, profile_limit: int) -> None:
         self.profiles = ProfileTable(profile_limit)
         self.cap = cap
         self.blocking = 0
-        self.starved = False
         self.lock = threading.Lock()
         self.executors: weakref.WeakSet[ThreadExecutor] = weakref.WeakSet()
+        self.waiting: set[ThreadExecutor] = set()
 
-    def take(self) -> bool:
+    def take(self, executor: ThreadExecutor) -> bool:
+        """Count one more blocking body, or note that ``executor`` waits for room."""
         with self.lock:
             if self.blocking < self.cap:
                 self.blocking += 1
                 return True
-            self.starved = True
+            self.waiting.add(executor)
+            return False
+
+    def room(self, executor: ThreadExecutor) -> bool:
+        """Whether a blocking body could start now; if not, ``executor`` waits for room."""
+        with self.lock:
+            if self.blocking < self.cap:
+                return True
+            self.waiting.add(executor)
             return False
 
     def force(self) -> None:
+        """Count one more blocking body, above the bound if need be."""
         with self.lock:
             self.blocking += 1
 
-    def give(self) -> bool:
-        """Return a slot; True when it makes room for a domain that found the bound
-        reached (bodies that blocked while holding the CPU slot may run above it)."""
+    def give(self) -> list[ThreadExecutor]:
+        """Count one blocking body less; the executors to wake when that makes room."""
         with self.lock:
             self.blocking -= 1
-            if not self.starved or self.blocking >= self.cap:
-                return False
-            self.starved = False
-        return True
+            if self.blocking >= self.cap or not self.waiting:
+                return []
+            woken = list(self.waiting)
+            self.waiting.clear()
+        return woken
 
 
 _SHARED: weakref.WeakValueDictionary[str, _Shared] = weakref.WeakValueDictionary()
@@ -370,7 +380,7 @@ class ThreadExecutor(ExecutorBackend):
         if self._cpu_q and not self._has_slot and self._slots.acquire_or_wait(self, self._monitor):
             self._claim_slot()
         if (self._has_slot and self._runner is None and self._cpu_q) or (
-            self._io_q and (self._io_q[0][1].exempt or self._shared.blocking < self._shared.cap)
+            self._io_q and (self._io_q[0][1].exempt or self._shared.room(self))
         ):
             return self._rouse(spawn)
         return None
@@ -403,12 +413,12 @@ class ThreadExecutor(ExecutorBackend):
 
     def _next(
         self, worker: _Worker, done: int
-    ) -> tuple[_Entry | None, int, bool, bool, _Worker | None]:
+    ) -> tuple[_Entry | None, int, bool, list[ThreadExecutor], _Worker | None]:
         """With the lock held: account the body ``worker`` finished (``done``) and choose
-        its next job. Returns (entry, kind, release the CPU slot, a blocking slot freed while
-        a domain was starved, another worker to wake for the work left)."""
+        its next job. Returns (entry, kind, release the CPU slot, the executors to poke now
+        that a blocking slot is free, another worker to wake for the work left)."""
         release = False
-        starved = False
+        starved: list[ThreadExecutor] = []
         if done:
             self._busy -= 1
             worker.token = None
@@ -481,7 +491,7 @@ class ThreadExecutor(ExecutorBackend):
                     cpu_q.append(io_q.popleft())
                     continue
                 counted = not profile.exempt
-                if counted and not self._shared.take():
+                if counted and not self._shared.take(self):
                     break
                 io_q.popleft()
                 worker.io_slot = True
@@ -562,6 +572,7 @@ class ThreadExecutor(ExecutorBackend):
         io_q = self._io_q
         monitor = self._monitor
         entry: _Entry | None
+        starved: list[ThreadExecutor]
         while True:
             with lock:
                 if (  # the runner's fast path: next CPU-bound body, nothing else to do
@@ -580,7 +591,8 @@ class ThreadExecutor(ExecutorBackend):
                     worker.cpu_mark = None
                     if cpu_q and not monitor.active:
                         monitor.wake()
-                    release = starved = False
+                    release = False
+                    starved = []
                     wake = None
                 else:
                     entry, done, release, starved, wake = self._next(worker, done)
@@ -607,8 +619,8 @@ class ThreadExecutor(ExecutorBackend):
                 self._wake(wake)
             if release:
                 self._after_release()
-            if starved:
-                self._poke_all()
+            for executor in starved:
+                executor._poke()
             if entry is None:
                 if release:
                     continue  # look again once the slot is back where it belongs
@@ -663,10 +675,6 @@ class ThreadExecutor(ExecutorBackend):
             wake = self._kick()
         if wake is not None:
             self._wake(wake)
-
-    def _poke_all(self) -> None:
-        for executor in list(self._shared.executors):
-            executor._poke()
 
     # ------------------------------------------------------------------ CPU slot hand-over
     def grant_slot(self) -> bool:
@@ -753,7 +761,7 @@ class ThreadExecutor(ExecutorBackend):
     # ------------------------------------------------------------------ managed blocking
     def _begin_wait(self, worker: _Worker) -> None:
         release = False
-        starved = False
+        starved: list[ThreadExecutor] = []
         wake = None
         with self._lock:
             self._waiting += 1
@@ -777,8 +785,8 @@ class ThreadExecutor(ExecutorBackend):
             self._slots.release()
         if wake is not None:
             self._wake(wake)
-        if starved:
-            self._poke_all()
+        for executor in starved:
+            executor._poke()
 
     def _end_wait(self, worker: _Worker) -> None:
         with self._lock:
