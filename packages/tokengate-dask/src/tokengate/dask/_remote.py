@@ -62,6 +62,9 @@ _LOCK = threading.Lock()
 #: The address of the worker this process runs (set by the first batch).
 _ADDRESS: str | None = None
 _COORDINATOR: Any = None
+#: Threads of the worker-side coordinator's one core domain: calls made by bodies on this
+#: worker, where leads and nested leads mostly wait on their children.
+WORKER_SIDE_THREADS = 16
 
 
 def dumps(value: object) -> bytes:
@@ -153,7 +156,7 @@ def worker_coordinator() -> Any:
         if address is None:
             return None
         _ADDRESS = address
-        _COORDINATOR = OperationsCoordinator(cores=1).start()
+        _COORDINATOR = OperationsCoordinator(cores=1, workers_per_core=WORKER_SIDE_THREADS).start()
         _log.info("worker-side coordinator started in the Dask worker %s", address)
         return _COORDINATOR
 
