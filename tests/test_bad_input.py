@@ -49,7 +49,7 @@ from tokengate.core import (
     Weight,
     task_token_guard,
 )
-from tokengate.core._process import ProcessBackend
+from tokengate.core._process import ProcessExecutor
 from tokengate.hashing import fast_make_hashable, make_hashable, safe_args_key
 
 # from_type(object) may resolve to types whose strategies hypothesis finds too small; that
@@ -646,8 +646,8 @@ def test_argument_that_kills_the_worker_while_unpickling_is_not_retried(
 ) -> None:
     log = _run_log(tmp_path)
     p_whoami().get(WAIT)
-    backend = process_coordinator._domains[0].backend
-    assert isinstance(backend, ProcessBackend)
+    backend = process_coordinator.backend("process", 1)
+    assert isinstance(backend, ProcessExecutor)
     restarts = backend.restarts
     token = p_mark(log, "bad", targets.ExitsInChild(7))
     follow = p_mark(log, "follow")

@@ -46,7 +46,7 @@ from tokengate.core import (
     hookimpl,
     task_token_guard,
 )
-from tokengate.core._process import ProcessBackend
+from tokengate.core._process import ProcessExecutor
 
 PluginRegistrar = Callable[[object, str], str]
 
@@ -232,8 +232,8 @@ def test_process_bodies_that_kill_their_worker_fail_only_themselves(
     pids = [after_exit.get(0), after_kill.get(0), last.get(0)]
     assert first != pids[0] != pids[1], "a dead worker process was not replaced"
     assert pids[1] == pids[2], "an ordinary exception must not cost the worker process"
-    backend = process_coordinator._domains[0].backend
-    assert isinstance(backend, ProcessBackend)
+    backend = process_coordinator.backend("process", 1)
+    assert isinstance(backend, ProcessExecutor)
     assert backend.restarts >= 2
     assert_quiescent(process_coordinator)
 

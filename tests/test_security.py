@@ -30,7 +30,7 @@ from tests.support import reliability_targets as targets
 from tests.support.reliability_checks import WAIT, assert_quiescent
 from tokengate.core import OperationsCoordinator, PluginHost, task_token_guard
 from tokengate.core._plugins import AUTOLOAD_ENV
-from tokengate.core._process import ProcessBackend
+from tokengate.core._process import ProcessExecutor
 from tokengate.core._procpool_wire import MessageReader, Outbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,9 +370,9 @@ def test_coordinator_unpickles_only_what_its_own_worker_sent(
         with pytest.raises(ValueError, match="refused"):
             p_fail("refused").get(WAIT)
         assert p_add(4, 5).get(WAIT) == 9
-        backend = coordinator._domains[0].backend
-        assert isinstance(backend, ProcessBackend)
-        pool = backend.executor.pools[0]
+        backend = coordinator.backend("process", 1)
+        assert isinstance(backend, ProcessExecutor)
+        pool = backend.pools[0]
         proc = pool._proc
         assert proc is not None
         sock = proc.sock

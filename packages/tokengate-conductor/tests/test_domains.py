@@ -40,7 +40,7 @@ from tokengate.core import (
 )
 
 WAIT = 20.0
-_CORE_OF_THREAD = re.compile(r"-core(\d+)-w\d+$")
+_CORE_OF_THREAD = re.compile(r"-core(\d+)-[wt]\d+$")
 
 
 @pytest.fixture(autouse=True)

@@ -151,9 +151,9 @@ def test_start_and_stop_are_idempotent(caplog: pytest.LogCaptureFixture) -> None
 
 def test_stop_shuts_every_worker_thread_down() -> None:
     coord = OperationsCoordinator(cores=3, workers_per_core=2).start()
-    assert square(2).get(WAIT) == 4
+    assert square(2).get(WAIT) == 4  # threads are made for the domains that get tokens
     prefix = coord.name + "-"
-    assert sum(t.name.startswith(prefix) for t in threading.enumerate()) >= 6
+    assert sum(t.name.startswith(prefix) for t in threading.enumerate()) >= 1
     coord.stop()
     assert [t.name for t in threading.enumerate() if t.name.startswith(prefix)] == []
 

@@ -44,7 +44,7 @@ ROUNDS = 5
 
 PluginRegistrar = Callable[[object, str], str]
 
-_CORE_OF_THREAD = re.compile(r"-core(\d+)-w\d+$")
+_CORE_OF_THREAD = re.compile(r"-core(\d+)-[wt]\d+$")
 
 
 def core_of_current_thread() -> int:

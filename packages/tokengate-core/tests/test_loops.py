@@ -16,7 +16,7 @@ from tokengate.core import (
     TokenState,
     task_token_guard,
 )
-from tokengate.core._token import LoopBridge
+from tokengate.core._loops import LoopBridge
 
 WAIT = 10.0
 
@@ -262,7 +262,7 @@ def test_a_loop_bridge_delivers_in_order_in_one_drain() -> None:
             return lambda _token: seen.append(i)
 
         for i, _ in enumerate(items):
-            bridge.push(recorder(i), Fake(), None)  # type: ignore[arg-type]
+            bridge.push(recorder(i), Fake(), None)
         assert wakeups() == 1
         loop.run_until_complete(asyncio.sleep(0))
         assert seen == [0, 1, 2, 3, 4]
@@ -270,49 +270,25 @@ def test_a_loop_bridge_delivers_in_order_in_one_drain() -> None:
         loop.close()
 
 
-class _PausingCoordinator(OperationsCoordinator):
-    """Pauses the first thread that fills the bridge cache between its two writes, until a
-    second thread has used the cache: the interleaving two threads can produce by chance."""
+def test_bridge_for_never_pairs_a_loop_with_another_loops_bridge() -> None:
+    coordinator = OperationsCoordinator(cores=2, workers_per_core=1)
+    loops = [asyncio.new_event_loop() for _ in range(4)]
+    errors: list[str] = []
 
-    def __init__(self, **settings: Any) -> None:
-        self.paused_once = False
-        self.first_inside = threading.Event()
-        self.second_done = threading.Event()
-        super().__init__(**settings)
+    def look_up(loop: asyncio.AbstractEventLoop) -> None:
+        for _ in range(2_000):
+            if coordinator.bridge_for(loop).loop is not loop:
+                errors.append("a loop was handed another loop's bridge")
+                return
 
-    @property
-    def _last_bridge(self) -> LoopBridge | None:
-        return self.__dict__.get("_cached_bridge")
-
-    @_last_bridge.setter
-    def _last_bridge(self, bridge: LoopBridge | None) -> None:
-        if bridge is not None and not self.paused_once:
-            self.paused_once = True
-            self.first_inside.set()
-            self.second_done.wait(WAIT)
-        self.__dict__["_cached_bridge"] = bridge
-
-
-def test_bridge_cache_never_pairs_a_loop_with_another_loops_bridge() -> None:
-    coordinator = _PausingCoordinator(cores=2, workers_per_core=1)
-    loop_a = asyncio.new_event_loop()
-    loop_b = asyncio.new_event_loop()
     try:
-        first = threading.Thread(target=coordinator._bridge_for, args=(loop_a,))
-        first.start()
-        # until the first thread pauses between its two cache writes (or, in an
-        # implementation without them, finishes)
-        for _ in range(int(WAIT / 0.01)):
-            if coordinator.first_inside.is_set() or not first.is_alive():
-                break
-            first.join(0.01)
-        bridge_b = coordinator._bridge_for(loop_b)
-        coordinator.second_done.set()
-        first.join(WAIT)
-        assert bridge_b._loop is loop_b
-        again = coordinator._bridge_for(loop_b)
-        assert again._loop is loop_b, "loop B was handed loop A's bridge"
+        threads = [threading.Thread(target=look_up, args=(loop,)) for loop in loops]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        assert errors == []
+        assert coordinator.bridge_for(loops[0]) is coordinator.bridge_for(loops[0])
     finally:
-        coordinator.second_done.set()
-        loop_a.close()
-        loop_b.close()
+        for loop in loops:
+            loop.close()

@@ -20,7 +20,7 @@ from tokengate.core import (
     Weight,
     task_token_guard,
 )
-from tokengate.core._routing import CoreDomain
+from tokengate.core._workers import CoreDomain, WorkerPoolExecutor
 
 WAIT = 10.0
 
@@ -261,7 +261,9 @@ class _StaleCheckMailbox:
 
 def test_a_backlogged_token_is_not_stranded(coordinator_factory: Factory) -> None:
     coordinator = coordinator_factory(cores=1, workers_per_core=1, mailbox_capacity=1)
-    domain = coordinator._domains[0]
+    backend = coordinator.backend("thread", 1)
+    assert isinstance(backend, WorkerPoolExecutor)
+    domain = backend.domain
     worker = domain.workers[0]
     release = threading.Event()
     started = threading.Event()
@@ -272,7 +274,7 @@ def test_a_backlogged_token_is_not_stranded(coordinator_factory: Factory) -> Non
         release.wait(WAIT)
         return "blocker"
 
-    lines, first = inspect.getsourcelines(OperationsCoordinator._worker_main)
+    lines, first = inspect.getsourcelines(WorkerPoolExecutor._worker_main)
     get_line = first + next(i for i, line in enumerate(lines) if "= get()" in line)
     assert worker.thread is not None
     ident = worker.thread.ident
@@ -329,9 +331,10 @@ def test_a_full_mailbox_on_the_least_loaded_worker_sends_the_token_to_one_with_r
     overflowed, failing the token)."""
     coordinator = coordinator_factory(cores=1, workers_per_core=2)
     coordinator.pause()
-    token = medium_op(3)  # held: WAITING, not yet dispatched
+    token = medium_op(3)  # held: WAITING, not yet routed
     held_state = token.state
     assert held_state is TokenState.WAITING
+    assert token._move(frozenset({TokenState.WAITING}), TokenState.ADMITTED)  # as routing does
     domain = CoreDomain(core_id=1, workers=2, capacity=2, cpu=None)  # no threads behind it
     busy_with_room, idle_but_full = domain.workers
     busy_with_room.busy = True

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, cast
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, TypeVar, cast
 
 import pytest
 from hypothesis import given, settings
@@ -24,8 +24,9 @@ from tokengate.core import (
     task_token_guard,
 )
 from tokengate.core._guard import get_operation_plan
-from tokengate.core._token import LoopBridge
+from tokengate.core._loops import LoopBridge
 
+T = TypeVar("T")
 WAIT = 10.0  # generous bound for waits that normally end in milliseconds
 
 TERMINAL = {TokenState.COMPLETED, TokenState.FAILED, TokenState.KILLED, TokenState.TIMEOUT}
@@ -38,17 +39,26 @@ def state_of(token: TaskToken[Any]) -> TokenState:
 
 # --------------------------------------------------------------------------- a unit-level gate
 class _GateOwner:
-    """Stands in for the coordinator: counts the release steps of each token."""
+    """Stands in for the coordinator (a ``TokenOwner``): counts the release steps of each
+    token."""
+
+    name = "gate-owner"
 
     def __init__(self) -> None:
         self.released: dict[str, int] = {}
         self.lock = threading.Lock()
 
-    def _on_terminal(self, token: TaskToken[Any]) -> None:
+    def extension_state(self, key: Hashable, factory: Callable[[], T]) -> T:
+        return factory()
+
+    def token_ended(self, token: TaskToken[Any]) -> None:
         with self.lock:
             self.released[token.token_id] = self.released.get(token.token_id, 0) + 1
 
-    def _bridge_for(self, loop: asyncio.AbstractEventLoop) -> LoopBridge:
+    def body_returned(self, token: TaskToken[Any]) -> None:
+        return None
+
+    def bridge_for(self, loop: asyncio.AbstractEventLoop) -> LoopBridge:
         return LoopBridge(loop)
 
 
@@ -63,7 +73,7 @@ _SEQ = itertools.count(1_000_000_000)
 def _bare_token(owner: _GateOwner) -> TaskToken[int]:
     plan = get_operation_plan(_unit_body)
     assert plan is not None
-    return TaskToken(plan, (1,), {}, cast(OperationsCoordinator, owner), next(_SEQ))
+    return TaskToken(plan, (1,), {}, owner, next(_SEQ))
 
 
 _NON_TERMINAL_MOVES = {
@@ -178,9 +188,9 @@ def test_a_release_step_may_ask_for_its_own_token_outcome() -> None:
     outcome: list[BaseException | None] = []
 
     class Asking(_GateOwner):
-        def _on_terminal(self, token: TaskToken[Any]) -> None:
+        def token_ended(self, token: TaskToken[Any]) -> None:
             outcome.append(token.exception())  # must not wait for itself
-            super()._on_terminal(token)
+            super().token_ended(token)
 
     owner = Asking()
     token = _bare_token(owner)
@@ -194,10 +204,10 @@ def test_waiters_are_released_only_after_the_release_steps() -> None:
     proceed = threading.Event()
 
     class SlowRelease(_GateOwner):
-        def _on_terminal(self, token: TaskToken[Any]) -> None:
+        def token_ended(self, token: TaskToken[Any]) -> None:
             entered.set()
             proceed.wait(WAIT)
-            super()._on_terminal(token)
+            super().token_ended(token)
 
     owner = SlowRelease()
     token = _bare_token(owner)
@@ -401,7 +411,7 @@ def test_identity_fields(coordinator: OperationsCoordinator) -> None:
     assert token.core_id in range(2, coordinator.cores + 1)
     assert token.conductor_seed is None
     assert token.coordinator is coordinator
-    assert token.func is double.__wrapped__  # type: ignore[attr-defined]
+    assert token.func is double.__wrapped__
     for t in tokens:
         t.get(WAIT)
 

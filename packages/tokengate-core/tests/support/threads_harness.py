@@ -50,7 +50,7 @@ class Harness:
         assert plan is not None, f"{fn!r} is not decorated with task_token_guard"
         coord = self.coordinator
         token: TaskToken[Any] = TaskToken(plan, args, kwargs, coord, next(_SEQ))
-        token._state = TokenState.ADMITTED
+        token._tstate = TokenState.ADMITTED
         coord._tokens[token.seq] = token
         return token
 
@@ -59,7 +59,7 @@ class Harness:
     ) -> TaskToken[Any]:
         """Make a token of ``fn(*args, **kwargs)`` and submit it to ``core``'s executor."""
         token = self.token(fn, *args, **kwargs)
-        token.core_id = core
+        token._core_id = core
         self.executor(core).submit([token])
         return token
 

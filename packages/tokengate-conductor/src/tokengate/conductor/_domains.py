@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tokengate.core import OperationsCoordinator
+    from tokengate.core import CoordinatorView
 
 __all__ = (
     "ACTIVE_DOMAIN",
@@ -237,7 +237,7 @@ class DomainRegistry:
         return len(self._live)
 
 
-def registry_of(coordinator: OperationsCoordinator) -> DomainRegistry:
+def registry_of(coordinator: CoordinatorView) -> DomainRegistry:
     """The conductor registry of ``coordinator`` (made on first use)."""
     return coordinator.extension_state(STATE_KEY, DomainRegistry)
 
@@ -253,7 +253,7 @@ def get_active_seed() -> str | None:
     return None if domain is None else domain.seed
 
 
-def conductor_snapshot(coordinator: OperationsCoordinator) -> Mapping[str, DomainInfo]:
+def conductor_snapshot(coordinator: CoordinatorView) -> Mapping[str, DomainInfo]:
     """The live conductor domains of ``coordinator``: seed (first 12 characters) →
     :class:`DomainInfo` (core and pending count).
 

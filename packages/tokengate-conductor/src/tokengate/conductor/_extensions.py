@@ -2,20 +2,23 @@
 
 They run on the hot path of every token, so each phase is a few attribute reads for a token
 that is not in a domain (``MemberExtension.on_create`` costs one ``ContextVar.get``).
-``token.ext_data`` holds the :class:`Domain` a token was counted into; it is set only after
-the count succeeded, so ``on_terminal`` releases exactly what was counted, even when the
-token fails half-way through its creation.
+The extension's own per-token state (``get_state`` / ``set_state``) holds the
+:class:`Domain` a token was counted into; it is set only after the count succeeded, so
+``on_terminal`` releases exactly what was counted, even when the token fails half-way
+through its creation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from tokengate.core import TaskToken, TokenExtension
 
-from ._domains import ACTIVE_DOMAIN, Domain, registry_of
+from ._domains import ACTIVE_DOMAIN, Domain, DomainRegistry, registry_of
 from ._seeds import DigestFunction, checked_seed
 
 __all__ = ("LeadExtension", "MemberExtension")
@@ -39,10 +42,16 @@ def _own_domain(token: TaskToken[Any], domain: Domain | None) -> Domain | None:
 
 
 class _ActivatingExtension(TokenExtension):
-    """Makes a counted token's domain the active domain while its body runs."""
+    """Makes a counted token's domain the active domain while its body runs (on a thread of
+    the coordinator's process, or, with the seed only, in another process or machine)."""
+
+    def domain_of(self, token: TaskToken[Any]) -> Domain | None:
+        """The domain ``token`` was counted into, or None."""
+        domain = self.get_state(token)
+        return domain if isinstance(domain, Domain) else None
 
     def before_execute(self, token: TaskToken[Any]) -> object:
-        domain = token.ext_data
+        domain = self.domain_of(token)
         if domain is None:
             return None
         return ACTIVE_DOMAIN.set(domain)
@@ -56,9 +65,23 @@ class _ActivatingExtension(TokenExtension):
             ACTIVE_DOMAIN.set(None)
 
     def on_terminal(self, token: TaskToken[Any]) -> None:
-        domain = token.ext_data
+        domain = self.domain_of(token)
         if domain is not None:
             domain.registry.release(domain)
+
+    def remote_context(self, token: TaskToken[Any]) -> object:
+        """The domain's seed, core and lead, for a body that runs in another process."""
+        domain = self.domain_of(token)
+        if domain is None:
+            return None
+        return (domain.seed, domain.core_id, domain.lead_token_id)
+
+    @classmethod
+    def remote_scope(cls, value: object) -> contextlib.AbstractContextManager[object]:
+        """Around a body in another process: ``get_active_seed()`` answers the domain's seed
+        there. Tokens cannot be routed from there into the domain (it lives in the
+        coordinator's process), so the stand-in domain counts nothing."""
+        return _remote_domain(value)
 
 
 class MemberExtension(_ActivatingExtension):
@@ -72,11 +95,11 @@ class MemberExtension(_ActivatingExtension):
         if domain is None:
             return
         joined = domain.registry.join(domain)
-        token.ext_data = joined
-        token.conductor_seed = joined.seed
+        self.set_state(token, joined)
+        self.stamp_conductor_seed(token, joined.seed)
 
     def route(self, token: TaskToken[Any], candidate: int) -> int | None:
-        domain: Domain | None = token.ext_data
+        domain = self.domain_of(token)
         return None if domain is None else domain.core_id
 
     def __repr__(self) -> str:
@@ -96,11 +119,11 @@ class LeadExtension(_ActivatingExtension):
         outer = _own_domain(token, _get_active())
         registry = outer.registry if outer is not None else registry_of(token.coordinator)
         domain = registry.open_lead(seed, token.token_id, outer)
-        token.ext_data = domain
-        token.conductor_seed = domain.seed
+        self.set_state(token, domain)
+        self.stamp_conductor_seed(token, domain.seed)
 
     def route(self, token: TaskToken[Any], candidate: int) -> int | None:
-        domain: Domain | None = token.ext_data
+        domain = self.domain_of(token)
         if domain is None:
             return None
         core = domain.core_id
@@ -111,3 +134,17 @@ class LeadExtension(_ActivatingExtension):
 
     def __repr__(self) -> str:
         return f"<tokengate.conductor lead extension calls={self.calls!r} digest={self.policy}>"
+
+
+@contextlib.contextmanager
+def _remote_domain(value: object) -> Iterator[object]:
+    if not (isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], str)):
+        yield None
+        return
+    seed, core, lead = value
+    stand_in = Domain(seed, core, str(lead), None, DomainRegistry())
+    marker = ACTIVE_DOMAIN.set(stand_in)
+    try:
+        yield stand_in
+    finally:
+        ACTIVE_DOMAIN.reset(marker)

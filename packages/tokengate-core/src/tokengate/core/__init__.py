@@ -51,6 +51,8 @@ from ._plugins import plugin_manager as plugin_manager
 from ._policies import DigestPolicyRegistry as DigestPolicyRegistry
 from ._policies import HashPolicyRegistry as HashPolicyRegistry
 from ._policies import TagRegistry as TagRegistry
+from ._protocols import CoordinatorView as CoordinatorView
+from ._run import run_token as run_token
 from ._token import TaskToken as TaskToken
 
 # Silent unless configured (SPEC §7): no "last resort" output to stderr from library loggers.
@@ -61,6 +63,7 @@ __all__ = (
     "CoordinatorConfig",
     "CoordinatorNotRunningError",
     "CoordinatorStats",
+    "CoordinatorView",
     "CoreStats",
     "DefaultRoutingPolicy",
     "DigestPolicy",
@@ -98,5 +101,6 @@ __all__ = (
     "current_coordinator",
     "hookimpl",
     "plugin_manager",
+    "run_token",
     "task_token_guard",
 )

@@ -30,7 +30,7 @@ _DEFAULT_POLICY = DefaultRoutingPolicy()
 
 #: The built-in executors, imported only when a coordinator first uses them.
 THREAD_EXECUTOR = "tokengate.core._workers:WorkerPoolExecutor"
-PROCESS_EXECUTOR = "tokengate.core._process_executor:make_process_executor"
+PROCESS_EXECUTOR = "tokengate.core._process:ProcessExecutor"
 
 
 def _enum_parser(enum_type: Any) -> Callable[[object], object]:

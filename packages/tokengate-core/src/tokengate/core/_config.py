@@ -47,6 +47,8 @@ class CoordinatorConfig(BaseModel):
         stop_timeout: seconds ``stop(wait=True)`` waits when no timeout is given
             (``math.inf``: as long as the admitted work takes).
         process_start_method: how process-domain workers start (``spawn`` or ``forkserver``).
+        executor: the default executor of operations whose tags name none (``thread``,
+            ``process``, ``auto`` or a plugin's executor name).
         max_calls_per_process: replace a domain's worker process after it ran this many
             calls (None: never).
         max_memory_per_process: replace a domain's worker process, between two calls, once
@@ -75,6 +77,7 @@ class CoordinatorConfig(BaseModel):
     operation_stats_limit: int = Field(default=1024, ge=1, strict=True)
     stop_timeout: float = Field(default=60.0, gt=0)
     process_start_method: Literal["spawn", "forkserver"] = "spawn"
+    executor: str = Field(default="thread", min_length=1, strict=True)
     max_calls_per_process: int | None = Field(default=None, ge=1, strict=True)
     max_memory_per_process: int | None = Field(default=None, ge=2**20, strict=True)
     process_batch_size: int = Field(default=64, ge=1, le=4096, strict=True)
@@ -91,6 +94,11 @@ class CoordinatorConfig(BaseModel):
                 "or math.inf to wait as long as the work takes"
             )
         return value
+
+    @field_validator("executor", mode="after")
+    @classmethod
+    def _lower_executor(cls, value: str) -> str:
+        return value.strip().lower()
 
     @field_validator("storage_limits", mode="before")
     @classmethod

@@ -1,16 +1,20 @@
-"""``OperationsCoordinator``: owns the core domains, routes tokens and runs them."""
+"""``OperationsCoordinator``: lifecycle, admission and administration of core domains.
+
+Routing lives in :mod:`._router`, execution in the executor backends (made per domain through
+the executor registry, :mod:`._backends`), the execution log in :mod:`._records` and the loop
+bridges in :mod:`._loops`. The coordinator admits tokens, owns them until their terminal move
+(it is their :class:`~._protocols.TokenOwner`), and starts, stops, pauses and inspects.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import math
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
@@ -19,48 +23,33 @@ from typing import Any, Self, TypeVar
 
 from pydantic import ValidationError
 
+from ._auto import AutoDecision, AutoPolicy, process_problem
+from ._backends import BackendTable, ExecutorFactory, executor_argument
 from ._config import CoordinatorConfig, machine_cpus
-from ._deadlines import DeadlineWatcher, bounded_wait, check_timeout
+from ._context import CURRENT, push_running, remove_running
+from ._deadlines import DeadlineWatcher
 from ._enums import StorageSpeed, TokenState
 from ._errors import ConfigurationError, CoordinatorNotRunningError, PluginError, RoutingError
-from ._guard import CURRENT, push_running, remove_running
-from ._metrics import (
-    CoordinatorStats,
-    CoreStats,
-    ExecutionRecord,
-    OperationMetrics,
-    error_text,
-)
-from ._plan import OperationPlan
+from ._executors import AUTO, ExecutorBackend, ExecutorDomain
+from ._loops import BridgeRegistry, LoopBridge
+from ._metrics import CoordinatorStats, ExecutionRecord, OperationMetrics
+from ._plan import OperationPlan, plan_of
 from ._plugins import plugin_manager
-from ._routing import CoreDomain, Worker
-from ._sticky import StickyRegistry
+from ._records import ExecutionLog
+from ._router import Router
 from ._storage import StorageGate
-from ._token import (
-    ADMITTED,
-    COMPLETED,
-    CREATED,
-    EXECUTING,
-    FAILED,
-    NOT_STARTED,
-    TERMINAL,
-    WAITING,
-    LoopBridge,
-    TaskToken,
-)
+from ._timeouts import check_timeout
+from ._token import CREATED, EXECUTING, KILLED, NOT_STARTED, TERMINAL, TIMEOUT, WAITING, TaskToken
 
 __all__ = ("OperationsCoordinator",)
 
 T = TypeVar("T")
 
 _log = logging.getLogger("tokengate.coordinator")
-_worker_log = logging.getLogger("tokengate.worker")
-_storage_log = logging.getLogger("tokengate.storage")
-_perf = time.perf_counter
 
 _TOKEN_IDS = itertools.count(1)
 _COORDINATOR_IDS = itertools.count(1)
-_ADMITTED_ONLY = frozenset({ADMITTED})
+_ENDED_BY_CANCEL = frozenset({KILLED, TIMEOUT})
 #: Held (paused) tokens that ended are dropped in amortised sweeps once the queue reaches this
 #: size or twice what the last sweep kept.
 _HELD_SWEEP_MIN = 1024
@@ -70,7 +59,7 @@ _LONGEST_BACKEND_WAIT = 86_400.0
 
 
 class OperationsCoordinator:
-    """Owns a fixed set of core domains, routes every token and runs it.
+    """Owns a fixed set of core domains, admits every token and ends it.
 
     Configuration is validated (:class:`CoordinatorConfig`); defaults come from the machine.
     While started, it is the *current* coordinator for decorated calls made in its process
@@ -87,23 +76,40 @@ class OperationsCoordinator:
         cores: int | None = None,
         workers_per_core: int = 4,
         config: CoordinatorConfig | None = None,
+        executor: str | ExecutorFactory | None = None,
         **settings: Any,
     ) -> None:
         """Make a coordinator (nothing runs until ``start()``).
 
         Args:
-            cores: number of core domains (default: the CPUs this process may use).
+            cores: number of core domains (default: the CPUs this process may use, or the
+                ``cores`` a factory object given as ``executor`` suggests).
             workers_per_core: worker threads per core domain.
             config: a complete configuration instead of keyword settings.
+            executor: the default executor of operations whose tags name none: a registered
+                name (``"thread"``, ``"process"``, ``"auto"``, a plugin's), or a factory object
+                ``factory(domain) -> ExecutorBackend`` (its optional ``name`` attribute names
+                it for this coordinator, its optional ``cores`` sizes it).
             **settings: any other :class:`CoordinatorConfig` field.
 
         Raises:
-            ConfigurationError: a setting is invalid (the message names it).
+            ConfigurationError: a setting is invalid, or ``executor`` names no registered
+                executor (the message names it and what is allowed).
         """
+        local: dict[str, ExecutorFactory] = {}
+        name: str | None = None
+        if executor is not None:
+            name, factory, suggested = executor_argument(executor)
+            if factory is not None:
+                local[name] = factory
+                if cores is None and config is None and suggested is not None:
+                    cores = suggested
         if config is None:
             values: dict[str, Any] = {"workers_per_core": workers_per_core, **settings}
             if cores is not None:
                 values["cores"] = cores
+            if name is not None:
+                values["executor"] = name
             try:
                 config = CoordinatorConfig(**values)
             except ValidationError as exc:
@@ -117,10 +123,19 @@ class OperationsCoordinator:
                 ) from None
         elif cores is not None or settings or workers_per_core != 4:
             raise ConfigurationError("pass either config= or keyword settings, not both")
+        elif name is not None and name != config.executor:
+            config = config.model_copy(update={"executor": name})
+        if config.executor != AUTO and config.executor not in local:
+            known = plugin_manager().state().executors
+            if config.executor not in known:
+                raise ConfigurationError(
+                    f"invalid OperationsCoordinator setting: executor {config.executor!r} is not "
+                    f"registered; allowed: {', '.join((AUTO, *known))}, or a factory object"
+                )
         self._config = config
+        self._local_executors = local
         self._name = f"tokengate-{next(_COORDINATOR_IDS)}"
         self._lock = threading.RLock()
-        self._route_lock = threading.Lock()
         self._running = False
         # Set while a stop() runs: a second stop() and start() wait on it.
         self._stopping: threading.Event | None = None
@@ -130,20 +145,14 @@ class OperationsCoordinator:
         self._held: deque[TaskToken[Any]] = deque()
         self._held_sweep_at = _HELD_SWEEP_MIN
         self._tokens: dict[int, TaskToken[Any]] = {}
-        self._sticky = StickyRegistry()
-        self._domains: list[CoreDomain] = []
-        self._counters: list[int] = []
-        self._core_cache: dict[OperationPlan, tuple[int, ...]] = {}
-        self._records: deque[tuple[Any, ...]] = deque(maxlen=config.history_size)
+        self._records = ExecutionLog(config.history_size)
         self._metrics = OperationMetrics(config.operation_stats_limit)
         self._storage = StorageGate(config.storage_limits)
         self._deadlines = DeadlineWatcher(f"{self._name}-deadlines")
-        self._bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBridge] = (
-            weakref.WeakKeyDictionary()
-        )
-        # (weak loop, bridge) of the last lookup, one tuple so that threads never mix two
-        # pairs; weak, so that the last loop that awaited a token is not kept alive either
-        self._last_pair: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopBridge] | None = None
+        self._bridges = BridgeRegistry()
+        self._backends = self._new_backends()
+        self._router = self._new_router()
+        self._auto = self._new_auto()
         self._idle = threading.Event()
         self._watch_idle = False
         self._ext_state: dict[Hashable, Any] = {}
@@ -164,6 +173,11 @@ class OperationsCoordinator:
     def workers_per_core(self) -> int:
         """Worker threads per core domain."""
         return self._config.workers_per_core
+
+    @property
+    def executor(self) -> str:
+        """The name of the default executor (for operations whose tags name none)."""
+        return self._config.executor
 
     @property
     def running(self) -> bool:
@@ -190,12 +204,60 @@ class OperationsCoordinator:
         result: T = state
         return result
 
+    def backend(self, executor: str, core_id: int) -> ExecutorBackend:
+        """The backend of ``executor`` for core domain ``core_id`` (made now if needed).
+
+        Raises:
+            KeyError: no executor has that name.
+            ValueError: ``core_id`` is not one of 1..cores.
+        """
+        if not isinstance(core_id, int) or not 1 <= core_id <= self._config.cores:
+            raise ValueError(f"core {core_id!r}: this coordinator has cores 1..{self.cores}")
+        return self._backends.get(executor.lower(), core_id)
+
+    # ------------------------------------------------------------------ executors
+    def _factory_of(self, name: str) -> ExecutorFactory:
+        local = self._local_executors.get(name)
+        if local is not None:
+            return local
+        return plugin_manager().state().executors.get(name)
+
+    def _domain_of(self, core_id: int) -> ExecutorDomain:
+        config = self._config
+        return ExecutorDomain(
+            core_id=core_id,
+            cores=config.cores,
+            cpu=self.cpu_of(core_id) if config.pin_cpus else None,
+            config=config,
+            coordinator_name=self._name,
+        )
+
+    def _new_backends(self) -> BackendTable:
+        return BackendTable(self._config.cores, self._domain_of, self._factory_of)
+
+    def _new_router(self) -> Router:
+        config = self._config
+        return Router(
+            config.cores, config.workers_per_core, self._backends, self._storage, config.executor
+        )
+
+    def _new_auto(self) -> AutoPolicy:
+        """The ``executor: auto`` policy: it moves operations between threads and processes."""
+        auto = AutoPolicy(self._backends.made, self._router.move_operation, process_problem)
+        self._router.set_auto(auto.choose)
+        return auto
+
+    def auto_decisions(self) -> Mapping[str, AutoDecision]:
+        """Per ``executor: auto`` operation: where its tokens run now, and why."""
+        return self._auto.decisions()
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Self:
-        """Start the worker threads and become the current coordinator. Idempotent.
+        """Become the current coordinator and accept calls. Idempotent.
 
-        If a ``stop()`` is in progress (in another thread), waits for it to return first, then
-        starts afresh.
+        Executor backends (threads, processes) are made per core domain on its first token
+        for them. If a ``stop()`` is in progress (in another thread), waits for it to return
+        first, then starts afresh.
 
         Raises:
             RuntimeError: called while this very thread is running ``stop()`` (from a
@@ -219,48 +281,27 @@ class OperationsCoordinator:
         push_running(self)
         plugin_manager().coordinator_started(self)
         _log.info(
-            "%s started: %d cores x %d workers",
+            "%s started: %d cores, executor %s",
             self._name,
             self._config.cores,
-            self._config.workers_per_core,
+            self._config.executor,
         )
         return self
 
     def _start_locked(self) -> None:
-        """Build the domains and start the worker threads (under the lifecycle lock)."""
-        config = self._config
-        self._domains = [
-            CoreDomain(
-                core,
-                config.workers_per_core,
-                config.mailbox_capacity,
-                self.cpu_of(core) if config.pin_cpus else None,
-            )
-            for core in range(1, config.cores + 1)
-        ]
-        self._counters = [0] + [
-            (core - 1) * config.workers_per_core for core in range(1, config.cores + 1)
-        ]
-        self._core_cache.clear()
+        """Fresh routing and backends (under the lifecycle lock)."""
+        self._backends = self._new_backends()
+        self._router = self._new_router()
+        self._auto = self._new_auto()
         self._deadlines = DeadlineWatcher(f"{self._name}-deadlines")
         self._idle.clear()
         self._watch_idle = False
-        for domain in self._domains:
-            for worker in domain.workers:
-                thread = threading.Thread(
-                    target=self._worker_main,
-                    args=(domain, worker),
-                    name=f"{self._name}-core{domain.core_id}-w{worker.index}",
-                    daemon=True,
-                )
-                worker.thread = thread
-                thread.start()
         self._running = True
 
     def stop(
         self, *, wait: bool = True, cancel_pending: bool = False, timeout: float | None = None
     ) -> None:
-        """Stop accepting calls, end every token and shut the workers down. Never hangs.
+        """Stop accepting calls, end every token and shut the executors down. Never hangs.
 
         Args:
             wait: let admitted work finish, for at most ``timeout`` seconds; without it every
@@ -278,7 +319,7 @@ class OperationsCoordinator:
             ValueError: ``timeout`` is negative, NaN or finite beyond
                 ``threading.TIMEOUT_MAX`` (``TypeError``: not a number).
         """
-        if CURRENT.get() is self and threading.current_thread().name.startswith(self._name):
+        if CURRENT.get() is self:
             raise RuntimeError(
                 f"{self._name}.stop() was called from inside one of its own tokens; "
                 "call stop() from outside the coordinator"
@@ -324,12 +365,12 @@ class OperationsCoordinator:
             token.kill("coordinator stopped while admission was paused")
         if cancel_pending or not wait:
             for token in list(self._tokens.values()):
-                if token._state in NOT_STARTED:
+                if token._tstate in NOT_STARTED:
                     token.kill("coordinator stopped before the token started")
         if wait:
             self._wait_idle(deadline)
         leftovers = [t for t in list(self._tokens.values()) if not t.done()]
-        abandoned = [t for t in leftovers if t._state is EXECUTING]
+        abandoned = [t for t in leftovers if t._tstate is EXECUTING]
         for token in leftovers:
             token.kill("coordinator stopped")
         if abandoned:
@@ -341,34 +382,9 @@ class OperationsCoordinator:
                 ", ".join(t.token_id for t in abandoned[:10]),
             )
         self._deadlines.stop()
-        for domain in self._domains:
-            for token in domain.drain_backlog():
-                token.kill("coordinator stopped")
-            for worker in domain.workers:
-                worker.mailbox.put(None)
-        current = threading.current_thread()
-        for domain in self._domains:
-            for worker in domain.workers:
-                thread = worker.thread
-                if thread is None or thread is current:
-                    continue
-                thread.join(bounded_wait(max(0.05, deadline - time.monotonic())))
-                if thread.is_alive():
-                    _worker_log.warning(
-                        "%s: worker thread %s did not return (a body that never returns); "
-                        "it is abandoned as a daemon thread",
-                        self._name,
-                        thread.name,
-                    )
-        # After the workers: none of them can hand a token to a backend (or make one) any more.
-        for domain in self._domains:
-            if domain.backend is not None:
-                try:
-                    domain.backend.shutdown(
-                        max(0.5, min(deadline - time.monotonic(), _LONGEST_BACKEND_WAIT))
-                    )
-                except Exception:
-                    _log.exception("shutting down the backend of core %d failed", domain.core_id)
+        self._auto.close()
+        # Every token is terminal: the backends now only have threads and processes to end.
+        self._backends.shutdown(min(deadline, time.monotonic() + _LONGEST_BACKEND_WAIT))
         # A call that passed the running check just before stop may have registered since.
         for token in list(self._tokens.values()):
             token.kill("coordinator stopped")
@@ -408,7 +424,7 @@ class OperationsCoordinator:
     ) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
-    # ------------------------------------------------------------------ the hot path
+    # ------------------------------------------------------------------ admission (hot path)
     def _submit(
         self, plan: OperationPlan, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> TaskToken[Any]:
@@ -422,9 +438,9 @@ class OperationsCoordinator:
                 raise plan.broken
             if plan.ext_create or plan.on_created is not None:
                 self._run_create_hooks(token, plan)
-            if token._state is not CREATED:  # an extension ended it already
+            if token._tstate is not CREATED:  # an extension ended it already
                 return token
-            token._state = WAITING  # not yet visible to any other thread: no gate needed
+            token._tstate = WAITING  # not yet visible to any other thread: no gate needed
             self._tokens[token.seq] = token
             if self._stopped_meanwhile():  # stop() began after the check above
                 token.kill("coordinator stopped before the token was routed")
@@ -434,7 +450,7 @@ class OperationsCoordinator:
             paused = self._paused or (self._paused_ops and plan.operation_type in self._paused_ops)
             if paused and self._hold(token):
                 return token
-            self._route(token)
+            self._router.route(token)
         except BaseException as exc:
             self._fail_before_start(token, exc)
         return token
@@ -469,7 +485,7 @@ class OperationsCoordinator:
             )
             error.__cause__ = exc
         _log.debug("token %s failed before it started: %r", token.token_id, exc)
-        token._finish(FAILED, exc=error)
+        token.set_exception(error)
 
     def _hold(self, token: TaskToken[Any]) -> bool:
         with self._lock:
@@ -480,195 +496,8 @@ class OperationsCoordinator:
                 return True
         return False
 
-    def _candidate(self, cores: tuple[int, ...]) -> int:
-        counters = self._counters
-        best = cores[0]
-        low = counters[best]
-        for core in cores:
-            if counters[core] < low:
-                best = core
-                low = counters[core]
-        return best
-
-    def _cores_for(self, plan: OperationPlan) -> tuple[int, ...]:
-        cores = self._core_cache.get(plan)
-        if cores is None:
-            total = self._config.cores
-            try:
-                chosen = tuple(plan.policy.cores_for(plan.weight, total))
-            except Exception as exc:
-                raise PluginError(
-                    f"routing policy {plan.policy!r} failed for {plan.operation_type}: {exc!r}"
-                ) from exc
-            if not chosen or any(not isinstance(c, int) or not 1 <= c <= total for c in chosen):
-                raise PluginError(
-                    f"routing policy {plan.policy!r} gave cores {chosen!r} for "
-                    f"{plan.weight.value} on {total} cores; expected a non-empty subset of "
-                    f"1..{total}"
-                )
-            cores = self._core_cache[plan] = chosen
-        return cores
-
-    def _route(self, token: TaskToken[Any]) -> None:
-        plan = token._plan
-        cores = self._cores_for(plan)
-        core: int | None = None
-        if plan.ext_route:
-            candidate = self._candidate(cores)
-            for ext in plan.ext_route:
-                try:
-                    core = ext.route(token, candidate)
-                except Exception as exc:
-                    raise PluginError(
-                        f"extension {ext!r} failed routing {token.token_id}: {exc!r}"
-                    ) from exc
-                if core is not None:
-                    break
-        if core is None and plan.chooses_cores:
-            try:
-                core = plan.policy.choose_core(token, self._candidate(cores), self._config.cores)
-            except Exception as exc:
-                raise PluginError(
-                    f"routing policy {plan.policy!r} failed for {token.token_id}: {exc!r}"
-                ) from exc
-        key: Hashable = None
-        pin: Hashable = None
-        if core is None:
-            if plan.key_fn is not None:
-                # Outside the routing lock: fingerprinting and hashing run user code
-                # (__hash__, __eq__), which must not stall other threads' routing. The pin is
-                # what release needs, fixed now: a body that mutates its argument later
-                # cannot strand it.
-                fingerprint = plan.key_fn(token.args, token.kwargs)
-                key = (plan.anchor, fingerprint)
-                pin = (plan.anchor, hash(fingerprint))
-        elif not isinstance(core, int) or not 1 <= core <= self._config.cores:
-            raise RoutingError(
-                f"a plugin routed token {token.token_id} to core {core!r}; this coordinator "
-                f"has cores 1..{self._config.cores}"
-            )
-        counters = self._counters
-        with self._route_lock:
-            if core is None:
-                core = self._candidate(cores)
-                if pin is not None:
-                    token._pin = pin  # before the hold: releasing a pin never taken is a no-op
-                    core = self._sticky.acquire(pin, core)
-                    token.sticky_key = key
-            position = counters[core]
-            counters[core] = position + 1
-        if pin is not None and token._state in TERMINAL:
-            # killed or timed out while being routed: its terminal move may have missed the pin
-            self._release_sticky(token)
-            return
-        token.core_id = core
-        self._domains[core - 1].dispatch(token, position)
-
-    def _release_sticky(self, token: TaskToken[Any]) -> None:
-        """Release the token's pin exactly once (routing and the terminal move may race)."""
-        with self._route_lock:
-            self._sticky.release_token(token)
-
-    def _worker_main(self, domain: CoreDomain, worker: Worker) -> None:
-        CURRENT.set(self)
-        if domain.cpu is not None:
-            try:
-                os.sched_setaffinity(0, {domain.cpu})
-            except (AttributeError, OSError) as exc:
-                _worker_log.warning("pinning %s to CPU %s failed: %r", worker, domain.cpu, exc)
-        get = worker.mailbox.get
-        qsize = worker.mailbox.qsize
-        backlog = domain.backlog
-        execute = self._execute
-        while True:
-            token = get()
-            if token is None:
-                return
-            worker.busy = True
-            try:
-                execute(token, worker, domain)
-            except BaseException:
-                _worker_log.exception("worker %s failed on %s", worker.index, token.token_id)
-            worker.busy = False
-            if backlog or not qsize():
-                domain.refill(worker)
-
-    def _execute(self, token: TaskToken[Any], worker: Worker, domain: CoreDomain) -> None:
-        plan = token._plan
-        if plan.plain:
-            if token._move(_ADMITTED_ONLY, EXECUTING):
-                token.worker_id = worker.index
-                _run_body(token, plan)
-            return
-        if plan.storage is not None and not token._holds_slot:
-            if token.done():
-                return
-            if not self._storage.try_acquire(plan.storage, token):
-                _storage_log.debug("token %s waits for a %s slot", token.token_id, plan.storage)
-                return
-            token._holds_slot = True
-        if plan.process:  # stays ADMITTED (not started) until the backend starts the body
-            token.worker_id = worker.index
-            self._process_backend(domain).submit(token)
-            return
-        if not token._move(_ADMITTED_ONLY, EXECUTING):
-            if token._holds_slot:
-                self._release_slot(token)
-            return
-        token.worker_id = worker.index
-        states: list[object] = []
-        try:
-            try:
-                for ext in plan.ext_around:
-                    states.append(ext.before_execute(token))
-                if plan.on_started is not None:
-                    plan.on_started(token=token)
-            except BaseException as exc:
-                token._finish(
-                    FAILED,
-                    exc=PluginError(f"a plugin failed before {token.token_id} ran: {exc!r}"),
-                )
-            else:
-                _run_body(token, plan)
-        finally:
-            # Whatever the terminal move raised (a done-callback's SystemExit): the extensions
-            # leave this thread (no conductor domain stays active on it) and the slot frees.
-            for ext, state in zip(plan.ext_around, states, strict=False):
-                try:
-                    ext.after_execute(token, state)
-                except BaseException:  # every extension must leave the thread
-                    _log.exception("after_execute of %r failed for %s", ext, token.token_id)
-            if token._holds_slot:
-                self._release_slot(token)
-
-    def _release_slot(self, token: TaskToken[Any]) -> None:
-        plan = token._plan
-        if plan.storage is None:
-            return
-        with token._lock:  # a kill may race the worker here: exactly one of them releases
-            if not token._holds_slot:
-                return
-            token._holds_slot = False
-        nxt = self._storage.release(plan.storage)
-        if nxt is not None:
-            nxt._holds_slot = True
-            core = nxt.core_id or 1
-            self._domains[core - 1].requeue(nxt)
-
-    def _process_backend(self, domain: CoreDomain) -> Any:
-        backend = domain.backend
-        if backend is None:
-            with self._lock:
-                backend = domain.backend
-                if backend is None:
-                    from ._process import ProcessBackend
-
-                    backend = domain.backend = ProcessBackend(
-                        self, domain.core_id, domain.cpu, self._config.process_start_method
-                    )
-        return backend
-
-    def _on_terminal(self, token: TaskToken[Any]) -> None:
+    # ------------------------------------------------------------------ TokenOwner
+    def token_ended(self, token: TaskToken[Any]) -> None:
         """The release steps of a terminal move (run exactly once per token).
 
         Re-entrant: when an asynchronous exception (``KeyboardInterrupt``) interrupts it, the
@@ -677,13 +506,23 @@ class OperationsCoordinator:
         A ``BaseException`` that is not an ``Exception`` from a hook does not skip the later
         steps: it is re-raised after them.
         """
-        plan = token._plan
+        plan = plan_of(token)
         self._tokens.pop(token.seq, None)
         if token._pin is not None:
-            self._release_sticky(token)
+            self._router.release_sticky(token)
         interrupt: BaseException | None = None
         if token._release_step < 1:
             token._release_step = 1
+            backend = token._backend
+            if backend is not None and token._tstate in _ENDED_BY_CANCEL:
+                try:
+                    backend.cancel(token)
+                except BaseException as exc:  # every step must run
+                    _log.exception("cancel of %r failed for %s", backend, token.token_id)
+                    if not isinstance(exc, Exception):
+                        interrupt = exc
+        if token._release_step < 2:
+            token._release_step = 2
             if not plan.plain_terminal:
                 for ext in plan.ext_terminal:
                     try:
@@ -692,18 +531,25 @@ class OperationsCoordinator:
                         _log.exception("on_terminal of %r failed for %s", ext, token.token_id)
                         if interrupt is None and not isinstance(exc, Exception):
                             interrupt = exc
-        if token._release_step < 2:
-            token._release_step = 2
-            if token._holds_slot and token.started_at is None:
-                self._release_slot(token)
         if token._release_step < 3:
             token._release_step = 3
-            try:
-                self._record(token, plan)
-            except Exception:
-                _log.exception("recording the execution of %s failed", token.token_id)
+            if token._holds_slot and token.started_at is None:
+                self._router.release_slot(token)
         if token._release_step < 4:
             token._release_step = 4
+            try:
+                state = token._tstate
+                started = token.started_at
+                self._metrics.record(
+                    plan.operation_type,
+                    state,
+                    None if started is None else (token.finished_at or 0.0) - started,
+                )
+                self._records.add(token, state, token._exc)
+            except Exception:
+                _log.exception("recording the execution of %s failed", token.token_id)
+        if token._release_step < 5:
+            token._release_step = 5
             if plan.on_finished is not None:
                 try:
                     plan.on_finished(token=token)
@@ -716,39 +562,14 @@ class OperationsCoordinator:
         if interrupt is not None:
             raise interrupt
 
-    def _record(self, token: TaskToken[Any], plan: OperationPlan) -> None:
-        state = token._state
-        started = token.started_at
-        finished = token.finished_at or 0.0
-        duration = None if started is None else finished - started
-        self._metrics.record(plan.operation_type, state, duration)
-        if self._records.maxlen:
-            exc = token._exc
-            self._records.append(
-                (
-                    token.seq,
-                    plan.operation_type,
-                    state,
-                    duration,
-                    finished - token.created_at,
-                    token.core_id,
-                    token.worker_id,
-                    None if exc is None else error_text(exc),
-                )
-            )
+    def body_returned(self, token: TaskToken[Any]) -> None:
+        """A body returned (whatever its token's state): its storage slot frees."""
+        if token._holds_slot:
+            self._router.release_slot(token)
 
-    def _bridge_for(self, loop: asyncio.AbstractEventLoop) -> LoopBridge:
-        last = self._last_pair
-        if last is not None and last[0]() is loop:
-            return last[1]
-        bridge = self._bridges.get(loop)
-        if bridge is None:
-            with self._lock:
-                bridge = self._bridges.get(loop)
-                if bridge is None:
-                    bridge = self._bridges[loop] = LoopBridge(loop)
-        self._last_pair = (weakref.ref(loop), bridge)
-        return bridge
+    def bridge_for(self, loop: asyncio.AbstractEventLoop) -> LoopBridge:
+        """The loop bridge that delivers this coordinator's completions to ``loop``."""
+        return self._bridges.bridge_for(loop)
 
     # ------------------------------------------------------------------ admin
     def get_token(self, token_id: str) -> TaskToken[Any] | None:
@@ -777,7 +598,7 @@ class OperationsCoordinator:
         returns how many."""
         killed = 0
         for token in list(self._tokens.values()):
-            if token._state in NOT_STARTED and (
+            if token._tstate in NOT_STARTED and (
                 operation_type is None or token.operation_type == operation_type
             ):
                 killed += token.kill("drained")
@@ -832,36 +653,25 @@ class OperationsCoordinator:
                 return
             self._held.clear()
             self._held.extend(keep)
-        for token in ready:
-            if token.done():
-                continue
-            try:
-                self._route(token)
-            except BaseException as exc:
-                self._fail_before_start(token, exc)
+        # In submission order, each backend receiving its tokens in one batch.
+        failed = self._router.route_many(t for t in ready if not t.done())
+        for token, exc in failed:
+            self._fail_before_start(token, exc)
 
     # ------------------------------------------------------------------ introspection
     def stats(self) -> CoordinatorStats:
-        """A typed snapshot: per-core depth and busy workers, counts by state and operation."""
+        """A typed snapshot: per-core depth and busy workers (every executor of the core
+        together, and per executor), counts by state and operation."""
         by_state = {state.value: 0 for state in TokenState}
         for token in list(self._tokens.values()):
-            state = token._state
+            state = token._tstate
             if state not in TERMINAL:
                 by_state[state.value] += 1
-        for state, count in self._metrics.totals().items():
+        totals = self._metrics.totals()
+        for state, count in totals.items():
             by_state[state.value] = count
-        cores = tuple(
-            CoreStats(
-                domain.core_id,
-                len(domain.workers),
-                domain.busy(),
-                domain.depth(),
-                len(domain.backlog),
-                None if domain.backend is None else domain.backend.alive,
-            )
-            for domain in self._domains
-        )
-        submitted = sum(self._metrics.totals().values()) + len(self._tokens)
+        cores = tuple(self._backends.core_stats(core) for core in range(1, self._config.cores + 1))
+        submitted = sum(totals.values()) + len(self._tokens)
         return CoordinatorStats(
             running=self._running,
             paused=self._paused,
@@ -871,7 +681,7 @@ class OperationsCoordinator:
             submitted=submitted,
             by_state=by_state,
             operations=self._metrics.snapshot(),
-            sticky_pins=len(self._sticky),
+            sticky_pins=self._router.sticky_pins,
         )
 
     def in_flight(self) -> list[TaskToken[Any]]:
@@ -884,43 +694,11 @@ class OperationsCoordinator:
         Only a copy is taken under the routing lock; the keys' text (user ``__repr__``) is
         made outside it, from the in-flight tokens that hold each pin.
         """
-        with self._route_lock:
-            entries = self._sticky.entries()
-        if not entries:
-            return {}
-        keys: dict[Hashable, Hashable] = {}
-        wanted = {pin for pin, _ in entries}
-        for token in list(self._tokens.values()):
-            pin = token._pin
-            if pin is not None and pin in wanted and pin not in keys:
-                keys[pin] = token.sticky_key
-        snapshot: dict[str, int] = {}
-        for pin, core in entries:
-            key = keys.get(pin)
-            if key is None:  # its last holder is ending right now
-                if not isinstance(pin, tuple) or len(pin) != 2:
-                    continue
-                key = (pin[0], f"#{pin[1] & 0xFFFFFFFFFFFF:x}")
-            snapshot[StickyRegistry.describe(key)] = core
-        return snapshot
+        return self._router.sticky_snapshot(list(self._tokens.values()))
 
     def recent_executions(self, limit: int = 50) -> list[ExecutionRecord]:
         """The newest ``limit`` execution records, newest first."""
-        rows = list(self._records)[-limit:] if limit > 0 else []
-        return [
-            ExecutionRecord(
-                token_id=f"{row[1]}#{row[0]}",
-                operation_type=row[1],
-                state=row[2].value,
-                success=row[2] is COMPLETED,
-                duration=row[3],
-                latency=row[4],
-                core_id=row[5],
-                worker_id=row[6],
-                error=row[7],
-            )
-            for row in reversed(rows)
-        ]
+        return self._records.recent(limit)
 
     def dump_execution_history(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write every kept execution record to a JSON file; returns its path.
@@ -928,18 +706,7 @@ class OperationsCoordinator:
         The file holds ``{"timestamp", "coordinator", "total_executions", "executions"}``.
         Without ``path`` it is ``execution_history_<unix time>.json`` in the working directory.
         """
-        target = (
-            Path(path) if path is not None else Path(f"execution_history_{int(time.time())}.json")
-        )
-        records = self.recent_executions(len(self._records))
-        payload = {
-            "timestamp": time.time(),
-            "coordinator": self._name,
-            "total_executions": len(records),
-            "executions": [r.as_dict() for r in records],
-        }
-        target.write_text(json.dumps(payload, indent=2))
-        return target
+        return self._records.dump(self._name, path)
 
     def storage_in_use(self, tier: StorageSpeed | str) -> int:
         """Slots of a storage tier taken now."""
@@ -952,13 +719,3 @@ class OperationsCoordinator:
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return f"<OperationsCoordinator {self._name} {state} cores={self.cores}>"
-
-
-def _run_body(token: TaskToken[Any], plan: OperationPlan) -> None:
-    """Run an ``EXECUTING`` token's body on this thread and make its terminal move."""
-    try:
-        result = plan.func(*token.args, **token.kwargs)
-    except BaseException as exc:
-        token._finish(FAILED, exc=exc)
-    else:
-        token._finish(COMPLETED, result)

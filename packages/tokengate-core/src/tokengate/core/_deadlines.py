@@ -11,51 +11,16 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from ._timeouts import TIMEOUT_MAX as TIMEOUT_MAX
+from ._timeouts import bounded_wait as bounded_wait
+from ._timeouts import check_timeout as check_timeout
+
 if TYPE_CHECKING:
     from ._token import TaskToken
 
 __all__ = ("TIMEOUT_MAX", "DeadlineWatcher", "bounded_wait", "check_timeout")
 
 _log = logging.getLogger("tokengate.coordinator")
-
-#: The longest finite wait the platform's locks accept (about 292 years on Linux).
-TIMEOUT_MAX = threading.TIMEOUT_MAX
-
-
-def check_timeout(value: object, what: str) -> float | None:
-    """Validate a timeout taken from a caller: ``None`` or ``math.inf`` mean *wait as long as
-    it takes* (returned as None), any other value must be a number of seconds from 0 to
-    ``threading.TIMEOUT_MAX``.
-
-    Raises:
-        TypeError: ``value`` is not a number.
-        ValueError: ``value`` is NaN, negative or finite beyond ``threading.TIMEOUT_MAX``.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{what}: timeout must be a number of seconds or None, got {value!r} "
-            f"({type(value).__name__})"
-        )
-    seconds = float(value)
-    if seconds == math.inf:
-        return None
-    if math.isnan(seconds) or seconds < 0 or seconds > TIMEOUT_MAX:
-        raise ValueError(
-            f"{what}: timeout must be between 0 and {TIMEOUT_MAX:g} seconds "
-            f"(threading.TIMEOUT_MAX), or None / math.inf to wait as long as it takes; "
-            f"got {value!r}"
-        )
-    return seconds
-
-
-def bounded_wait(seconds: float) -> float:
-    """``seconds`` clamped into what a lock or thread join accepts (0 .. TIMEOUT_MAX)."""
-    if seconds != seconds:  # NaN
-        return 0.0
-    return min(max(seconds, 0.0), TIMEOUT_MAX)
-
 
 #: The heap is compacted (ended tokens dropped) when it reaches this size or twice the number
 #: of entries kept by the last compaction, so it stays proportional to the live deadlines.

@@ -119,6 +119,39 @@ class TokenExtension:
     def on_terminal(self, token: TaskToken[Any]) -> None:
         """Exactly once, when the token reaches its terminal state (any of the four)."""
 
+    # ------------------------------------------------------------------ per-token state
+    def get_state(self, token: TaskToken[Any]) -> object:
+        """What this extension stored for ``token`` with :meth:`set_state`, or None.
+
+        Each extension has its own slot per token (keyed by the extension object's identity), so two
+        extensions of one operation never overwrite each other's state.
+        """
+        store = token._ext
+        return None if store is None else store.get(id(self))
+
+    def set_state(self, token: TaskToken[Any], value: object) -> None:
+        """Store ``value`` as this extension's state for ``token`` (see :meth:`get_state`)."""
+        store = token._ext
+        if store is None:
+            store = token._ext = {}
+        store[id(self)] = value
+
+    def stamp_conductor_seed(self, token: TaskToken[Any], seed: str) -> None:
+        """Stamp ``token`` as a member of the conductor domain ``seed`` (in ``on_create``,
+        before routing). The stamp is read-only for everyone else: ``token.conductor_seed``
+        and the ``conductor_seed`` entry of ``token.tags``.
+
+        Raises:
+            RuntimeError: the token already carries another seed.
+        """
+        current = token._seed
+        if current is not None and current != seed:
+            raise RuntimeError(
+                f"token {token.token_id} is already stamped with seed {current[:12]}; a token "
+                "belongs to one conductor domain"
+            )
+        token._seed = seed
+
 
 def overrides(ext: object, name: str) -> bool:
     """True when ``type(ext)`` overrides ``TokenExtension.<name>``."""

@@ -7,9 +7,13 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
+from . import _context
+from ._context import CURRENT as CURRENT
+from ._context import current_owner, running_owners
+from ._context import push_running as push_running
+from ._context import remove_running as remove_running
 from ._errors import CoordinatorNotRunningError, PluginError
 from ._plan import OperationPlan, compile_plan
 from ._plugins import PluginResultError, plugin_manager
@@ -36,29 +40,12 @@ class GuardedFunction(Protocol[P, R_co]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskToken[R_co]: ...
 
 
-#: The coordinator explicitly current in this context (set in every worker thread).
-CURRENT: ContextVar[OperationsCoordinator | None] = ContextVar(
-    "tokengate_current_coordinator", default=None
-)
-#: Started coordinators of this process, newest last: the fallback for threads with no
-#: explicit current coordinator.
-_RUNNING: list[OperationsCoordinator] = []
-_RUNNING_LOCK = threading.Lock()
-#: Set in a process-domain worker process, where tokens cannot be created.
+#: The started coordinators of this process, newest last (the live list of ``_context``).
+_RUNNING = running_owners()
+#: Re-exported from ``_context`` (where executors' worker processes set it).
+PLAN_ATTRIBUTE = _context.PLAN_ATTRIBUTE
+#: Kept for worker processes that still set it here (``_context.mark_worker_process()``).
 IN_WORKER_PROCESS = False
-
-PLAN_ATTRIBUTE = "__tokengate_plan__"
-
-
-def push_running(coordinator: OperationsCoordinator) -> None:
-    with _RUNNING_LOCK:
-        _RUNNING.append(coordinator)
-
-
-def remove_running(coordinator: OperationsCoordinator) -> None:
-    with _RUNNING_LOCK:
-        if coordinator in _RUNNING:
-            _RUNNING.remove(coordinator)
 
 
 def current_coordinator() -> OperationsCoordinator | None:
@@ -67,15 +54,12 @@ def current_coordinator() -> OperationsCoordinator | None:
     Inside a running token it is the coordinator running it; elsewhere the most recently
     started coordinator of the process that is still running.
     """
-    coordinator = CURRENT.get()
-    if coordinator is not None:
-        return coordinator
-    running = _RUNNING
-    return running[-1] if running else None
+    # Only coordinators make themselves current (``_context`` holds them by protocol).
+    return cast("OperationsCoordinator | None", current_owner())
 
 
 def _not_running(operation_type: str) -> CoordinatorNotRunningError:
-    if IN_WORKER_PROCESS:
+    if _context.IN_WORKER_PROCESS or IN_WORKER_PROCESS:
         return CoordinatorNotRunningError(
             f"{operation_type} was called inside a process-domain worker process; tokens can "
             "only be created in the coordinator's process. Call the undecorated function "
@@ -159,9 +143,9 @@ def task_token_guard(
             plan = current[0]
             if plan.generation != host._generation:
                 plan = rederive()
-            coordinator = CURRENT.get()
+            coordinator = cast("OperationsCoordinator | None", CURRENT.get())
             if coordinator is None:
-                running = _RUNNING
+                running = cast("list[OperationsCoordinator]", _RUNNING)
                 if not running:
                     raise _not_running(name)
                 coordinator = running[-1]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ._enums import TokenState
+from ._executors import ExecutorStats
 
 __all__ = (
     "CoordinatorStats",
@@ -79,6 +80,8 @@ class CoreStats:
         depth: tokens queued in its mailboxes plus its backlog.
         backlog: tokens waiting because every mailbox of the domain was full.
         process_alive: whether its worker process runs (None: never started).
+        executors: the snapshot of each executor backend of the domain, by executor name
+            (the figures above add them up; backends are made on a domain's first token).
     """
 
     core_id: int
@@ -87,6 +90,7 @@ class CoreStats:
     depth: int
     backlog: int
     process_alive: bool | None
+    executors: Mapping[str, ExecutorStats] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._enums import StorageSpeed, Weight
 from ._errors import PluginError
@@ -14,7 +14,10 @@ from ._extensions import OperationInfo, RoutingPolicy, TokenExtension, overrides
 from ._plugins import PluginHost
 from ._policies import KeyFunction
 
-__all__ = ("OperationPlan", "compile_plan")
+if TYPE_CHECKING:
+    from ._token import TaskToken
+
+__all__ = ("OperationPlan", "compile_plan", "plan_of")
 
 
 @dataclass(slots=True, eq=False)
@@ -62,6 +65,13 @@ class OperationPlan:
         self.plain_terminal = (
             not self.ext_terminal and self.on_finished is None and self.storage is None
         )
+
+
+def plan_of(token: TaskToken[Any]) -> OperationPlan:
+    """The compiled plan of ``token``. The token reads it only through
+    :class:`~._protocols.PlanView`; every token is made from an :class:`OperationPlan`, so the
+    layers above the token get the full plan back here, in this one place."""
+    return cast(OperationPlan, token._plan)
 
 
 def compile_plan(

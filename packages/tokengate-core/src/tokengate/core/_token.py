@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import _thread
 import asyncio
-import contextvars
 import logging
 import threading
 import time
 import weakref
-from collections import deque
-from collections.abc import Callable, Generator, Hashable, Mapping
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ._blocking import blocking
-from ._deadlines import check_timeout
 from ._enums import TokenState, Weight
-from ._errors import TaskKilledError, TokenCancelledError, TokenTimeoutError
+from ._errors import PluginError, TaskKilledError, TokenCancelledError, TokenTimeoutError
+from ._timeouts import check_timeout
 
 if TYPE_CHECKING:
-    from ._coordinator import OperationsCoordinator
-    from ._plan import OperationPlan
+    from ._protocols import CompletionBridge, CoordinatorView, PlanView, TokenOwner
 
-__all__ = ("LoopBridge", "TaskToken")
+__all__ = ("TaskToken",)
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -54,108 +51,42 @@ DoneCallback = Callable[["TaskToken[Any]"], object]
 _LOCK_STRIPES = 256
 _LOCKS = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
 
+# What ``concurrent.futures.wait`` / ``as_completed`` read of a future's ``_state``.
+_CF_PENDING = "PENDING"
+_CF_RUNNING = "RUNNING"
+_CF_FINISHED = "FINISHED"
 
-#: While completions flow, a loop bridge re-checks its queue on this period instead of being
-#: woken by each completion: a cross-thread wake-up is a socket write that releases the GIL
-#: and invites a hand-off per token, the main cost of ``wrap_future`` under load.
-POLL_INTERVAL = 0.001
-#: Empty polls in a row after which the bridge goes dormant (the next push wakes it).
-IDLE_POLLS = 2
-#: Completions waiting for a scheduled drain beyond which a push checks that the loop is
-#: still open (a loop closed with a drain scheduled never runs it).
-_CLOSED_CHECK = 256
+
+class _Backend(Protocol):
+    """The executor backend a token was handed to (an ``ExecutorBackend``)."""
+
+    def submit(self, tokens: Sequence[TaskToken[Any]], /) -> None: ...
+
+    def cancel(self, token: TaskToken[Any], /) -> None: ...
+
+
+class _FuturesWaiter(Protocol):
+    """A ``concurrent.futures`` waiter (``wait`` / ``as_completed`` install them)."""
+
+    def add_result(self, future: Any, /) -> None: ...
+
+    def add_exception(self, future: Any, /) -> None: ...
+
+
+class _FuturesLink:
+    """What ``concurrent.futures.wait`` and ``as_completed`` need of a future: a condition
+    (its own reentrant lock: ``wait`` takes the conditions of all its futures at once) and a
+    list of waiters. Made on first use only, so tokens nobody waits for that way pay nothing."""
+
+    __slots__ = ("condition", "waiters")
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition(threading.RLock())
+        self.waiters: list[_FuturesWaiter] = []
+
+
 #: ``_release_step`` once the coordinator's release steps have all run.
 _RELEASED = 1_000
-
-
-class LoopBridge:
-    """Delivers token completions to one event loop in batches.
-
-    Worker threads push ``(callback, token, context)`` into a deque. The first push to a
-    dormant bridge schedules one ``call_soon_threadsafe``; from then on, while completions
-    keep arriving, the loop drains the deque every ``POLL_INTERVAL`` seconds without being
-    woken from other threads, and the bridge goes dormant again after ``IDLE_POLLS`` empty
-    drains.
-
-    The bridge holds its loop only weakly (the coordinator's map of bridges is keyed by the
-    loop): a loop that is gone is not kept alive by the bridges of the tokens it awaited.
-    """
-
-    __slots__ = ("__weakref__", "_idle", "_loop_ref", "_pending", "_scheduled")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop_ref = weakref.ref(loop)
-        self._pending: deque[tuple[DoneCallback, TaskToken[Any], contextvars.Context | None]] = (
-            deque()
-        )
-        self._scheduled = False
-        self._idle = 0
-
-    @property
-    def _loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop this bridge delivers to, or None once it is gone."""
-        return self._loop_ref()
-
-    def push(
-        self, fn: DoneCallback, token: TaskToken[Any], ctx: contextvars.Context | None
-    ) -> None:
-        self._pending.append((fn, token, ctx))
-        if not self._scheduled:
-            self._scheduled = True
-            loop = self._loop_ref()
-            try:
-                if loop is None:
-                    raise RuntimeError("the loop is gone")
-                if _get_running_loop() is loop:
-                    loop.call_soon(self._drain)
-                else:
-                    loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # the loop is closed or gone: nobody is left to notify
-                self._scheduled = False
-                self._pending.clear()
-        elif len(self._pending) > _CLOSED_CHECK:
-            # A loop closed while a drain was scheduled never runs it: do not pile up for it.
-            loop = self._loop_ref()
-            if loop is None or loop.is_closed():
-                self._pending.clear()
-
-    def _drain(self) -> None:
-        pending = self._pending
-        loop = self._loop_ref()
-        if loop is None:  # pragma: no cover - a loop runs this, so it is alive
-            pending.clear()
-            return
-        if not pending:
-            self._idle += 1
-            if self._idle >= IDLE_POLLS:
-                self._scheduled = False
-                if not pending:  # a push after this re-check sees _scheduled False and wakes us
-                    return
-                self._scheduled = True
-            loop.call_later(POLL_INTERVAL, self._drain)
-            return
-        self._idle = 0
-        try:
-            while pending:
-                fn, token, ctx = pending.popleft()
-                try:
-                    if ctx is None:
-                        fn(token)
-                    else:
-                        ctx.run(fn, token)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    loop.call_exception_handler(
-                        {
-                            "message": f"exception in a done-callback of token {token.token_id}",
-                            "exception": exc,
-                        }
-                    )
-        finally:
-            # Also when a callback raised SystemExit or KeyboardInterrupt (which leaves the
-            # loop, as asyncio does): the callbacks after it still run on the next drain.
-            loop.call_later(0 if pending else POLL_INTERVAL, self._drain)
 
 
 class TaskToken(Generic[R_co]):
@@ -175,56 +106,60 @@ class TaskToken(Generic[R_co]):
     __slots__ = (
         "__weakref__",
         "_asyncio_future_blocking",
+        "_backend",
         "_callbacks",
-        "_coord",
+        "_cf",
+        "_core_id",
         "_exc",
         "_exc_tb",
+        "_ext",
         "_finisher",
         "_gate",
         "_holds_slot",
         "_kill_reason",
         "_lock",
         "_next_callback",
+        "_owner",
         "_pin",
         "_plan",
         "_release_step",
         "_result",
+        "_seed",
         "_settled",
-        "_state",
+        "_sticky_key",
+        "_tstate",
+        "_worker_id",
         "args",
-        "conductor_seed",
-        "core_id",
         "created_at",
-        "ext_data",
         "finished_at",
         "kwargs",
         "seq",
         "started_at",
-        "sticky_key",
-        "worker_id",
     )
 
     _cancel_message: str | None = None
 
     def __init__(
         self,
-        plan: OperationPlan,
+        plan: PlanView,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        coordinator: OperationsCoordinator,
+        owner: TokenOwner[TaskToken[Any]],
         seq: int,
     ) -> None:
         self._plan = plan
         self.args = args
         self.kwargs = kwargs
-        self._coord = coordinator
+        self._owner = owner
         self.seq = seq
-        self._state = CREATED
+        self._tstate = CREATED
         self._lock = _LOCKS[seq % _LOCK_STRIPES]
         self._result: Any = None
         self._exc: BaseException | None = None
         self._exc_tb: TracebackType | None = None
-        self._callbacks: list[tuple[DoneCallback, LoopBridge | None, Any]] | None = None
+        self._callbacks: (
+            list[tuple[DoneCallback, CompletionBridge[TaskToken[Any]] | None, Any]] | None
+        ) = None
         self._gate: _thread.LockType | None = None
         self._pin: Hashable = None
         self._release_step = 0
@@ -234,11 +169,13 @@ class TaskToken(Generic[R_co]):
         self._holds_slot = False
         self._settled = False
         self._finisher: int | None = None
-        self.core_id: int | None = None
-        self.worker_id: int | None = None
-        self.conductor_seed: str | None = None
-        self.sticky_key: Any = None
-        self.ext_data: Any = None
+        self._core_id: int | None = None
+        self._worker_id: int | None = None
+        self._seed: str | None = None
+        self._sticky_key: Hashable = None
+        self._ext: dict[object, object] | None = None
+        self._backend: _Backend | None = None
+        self._cf: _FuturesLink | None = None
         self.created_at = _perf()
         self.started_at: float | None = None
         self.finished_at: float | None = None
@@ -266,16 +203,38 @@ class TaskToken(Generic[R_co]):
         The state turns terminal at the terminal move, just before its release steps run;
         :meth:`done`, ``get`` and ``await`` report the end only once those steps are complete.
         """
-        return self._state
+        return self._tstate
 
     @property
-    def coordinator(self) -> OperationsCoordinator:
-        """The coordinator that owns this token."""
-        return self._coord
+    def coordinator(self) -> CoordinatorView:
+        """The coordinator that owns this token (an ``OperationsCoordinator``)."""
+        return self._owner
+
+    @property
+    def core_id(self) -> int | None:
+        """The core domain the token was routed to (None until routed). Read-only."""
+        return self._core_id
+
+    @property
+    def worker_id(self) -> int | None:
+        """The executor's worker that ran the body, when the executor numbers its workers
+        (None until then, and for executors that do not). Read-only."""
+        return self._worker_id
+
+    @property
+    def conductor_seed(self) -> str | None:
+        """The seed of the conductor domain the token belongs to, or None. Read-only."""
+        return self._seed
+
+    @property
+    def sticky_key(self) -> Hashable:
+        """``(sticky anchor, argument fingerprint)`` while the token holds a sticky pin (None
+        for free routing, conductor members and once released). Read-only."""
+        return self._sticky_key
 
     @property
     def process_pool(self) -> bool:
-        """True when the body runs in its core domain's worker process."""
+        """True when the operation runs on the process executor (``executor: process``)."""
         return self._plan.process
 
     @property
@@ -291,10 +250,10 @@ class TaskToken(Generic[R_co]):
         ``conductor_seed`` the seed of its conductor domain (domain members only).
         """
         stamped = dict(self._plan.public_tags)
-        if self.core_id is not None:
-            stamped["sticky_core"] = self.core_id
-        if self.conductor_seed is not None:
-            stamped["conductor_seed"] = self.conductor_seed
+        if self._core_id is not None:
+            stamped["sticky_core"] = self._core_id
+        if self._seed is not None:
+            stamped["conductor_seed"] = self._seed
         return MappingProxyType(stamped)
 
     @property
@@ -310,15 +269,15 @@ class TaskToken(Generic[R_co]):
         return self.finished_at - self.started_at
 
     def __repr__(self) -> str:
-        return f"<TaskToken {self.token_id} {self._state.value} core={self.core_id}>"
+        return f"<TaskToken {self.token_id} {self._tstate.value} core={self._core_id}>"
 
     # ------------------------------------------------------------------ the state gate
     def _move(self, allowed: frozenset[TokenState], new: TokenState) -> bool:
         """Move to a non-terminal state if the current state is in ``allowed``."""
         with self._lock:
-            if self._state not in allowed:
+            if self._tstate not in allowed:
                 return False
-            self._state = new
+            self._tstate = new
             if new is EXECUTING:  # stamped inside the gate: a kill cannot slip in between
                 self.started_at = _perf()
         return True
@@ -345,7 +304,7 @@ class TaskToken(Generic[R_co]):
         committed = False
         try:
             with self._lock:
-                if self._state in TERMINAL:
+                if self._tstate in TERMINAL:
                     return False
                 self._result = result
                 self._exc = exc
@@ -355,7 +314,7 @@ class TaskToken(Generic[R_co]):
                 self._finisher = ident
                 # From the state write to the end of the block: plain stores, no call, so no
                 # asynchronous exception can land between the move and ``committed``.
-                self._state = state
+                self._tstate = state
                 committed = True
         finally:
             if committed:
@@ -391,7 +350,7 @@ class TaskToken(Generic[R_co]):
         """Resumable: each step records its progress on the token before or as it runs."""
         if self._release_step < _RELEASED:
             try:
-                self._coord._on_terminal(self)
+                self._owner.token_ended(self)
             except Exception:
                 _log.exception("release steps of token %s failed", self.token_id)
             self._release_step = _RELEASED
@@ -406,6 +365,9 @@ class TaskToken(Generic[R_co]):
                 self._gate = None
                 if gate is not None:
                     gate.release()
+                link = self._cf
+            if link is not None:  # concurrent.futures.wait / as_completed
+                self._notify_futures_waiters(link)
         callbacks = self._callbacks
         if callbacks is not None:
             # Frozen since the token settled (later registrations run at once); delivered
@@ -431,6 +393,17 @@ class TaskToken(Generic[R_co]):
                     raise
             self._callbacks = None
 
+    def _notify_futures_waiters(self, link: _FuturesLink) -> None:
+        with link.condition:
+            waiters = list(link.waiters)
+            failed = self._exc is not None
+            for waiter in waiters:
+                if failed:
+                    waiter.add_exception(self)
+                else:
+                    waiter.add_result(self)
+            link.condition.notify_all()
+
     # ------------------------------------------------------------------ the backend surface
     def set_running(self) -> bool:
         """Move an ``ADMITTED`` token to ``EXECUTING`` right before its body starts.
@@ -450,8 +423,6 @@ class TaskToken(Generic[R_co]):
             try:
                 on_started(token=self)
             except BaseException as exc:
-                from ._errors import PluginError
-
                 self._finish(
                     FAILED,
                     exc=PluginError(
@@ -500,6 +471,61 @@ class TaskToken(Generic[R_co]):
             reason=f"timeout after {limit:g} s",
         )
 
+    def remote_contexts(self) -> list[tuple[type[Any], object]]:
+        """For executors that run the body in another process or machine: each extension's
+        ``(extension class, value)``, to enter as ``extension_class.remote_scope(value)``
+        around the body there. Call it in this process, before the call leaves; extensions
+        whose ``remote_context`` gives None are left out. An extension that raises fails the
+        token with a ``PluginError`` (and the list is then empty: do not run the body)."""
+        contexts: list[tuple[type[Any], object]] = []
+        for ext in self._plan.ext_remote:
+            try:
+                value = ext.remote_context(self)
+            except Exception as exc:
+                self._finish(
+                    FAILED,
+                    exc=PluginError(
+                        f"extension {ext!r} failed preparing {self.token_id} for a remote "
+                        f"executor: {exc!r}"
+                    ),
+                )
+                return []
+            if value is not None:
+                contexts.append((type(ext), value))
+        return contexts
+
+    # ------------------------------------------------------------------ concurrent.futures
+    @property
+    def _state(self) -> str:
+        """The token as ``concurrent.futures`` reads a future's state (``wait``,
+        ``as_completed``): ``FINISHED`` once done, else ``RUNNING`` or ``PENDING``."""
+        if self._settled:
+            return _CF_FINISHED
+        return _CF_RUNNING if self._tstate is EXECUTING else _CF_PENDING
+
+    def _futures_link(self) -> _FuturesLink:
+        link = self._cf
+        if link is None:
+            with self._lock:  # settle reads it under this lock: made before or seen settled
+                link = self._cf
+                if link is None:
+                    link = self._cf = _FuturesLink()
+        return link
+
+    @property
+    def _condition(self) -> threading.Condition:
+        """The condition ``concurrent.futures.wait`` / ``as_completed`` lock."""
+        return self._futures_link().condition
+
+    @property
+    def _waiters(self) -> list[_FuturesWaiter]:
+        """The waiters ``concurrent.futures.wait`` / ``as_completed`` install."""
+        return self._futures_link().waiters
+
+    def running(self) -> bool:
+        """True while the body runs (``EXECUTING``)."""
+        return self._tstate is EXECUTING and not self._settled
+
     # ------------------------------------------------------------------ blocking access
     def done(self) -> bool:
         """True once the token is terminal (COMPLETED, FAILED, KILLED or TIMEOUT) and the
@@ -535,7 +561,7 @@ class TaskToken(Generic[R_co]):
                 gate.release()
                 return
         raise TimeoutError(
-            f"token {self.token_id} is still {self._state.value} after waiting {timeout} s "
+            f"token {self.token_id} is still {self._tstate.value} after waiting {timeout} s "
             "(the token itself is unaffected)"
         )
 
@@ -587,7 +613,7 @@ class TaskToken(Generic[R_co]):
         ``concurrent.futures.Future``).
         """
         loop = _get_running_loop()
-        bridge = self._coord._bridge_for(loop) if loop is not None else None
+        bridge = self._owner.bridge_for(loop) if loop is not None else None
         with self._lock:
             if not self._settled:
                 if self._callbacks is None:

@@ -1,0 +1,136 @@
+"""The execution log: one bounded, named record per terminal token."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._enums import TokenState
+from ._metrics import ExecutionRecord
+
+if TYPE_CHECKING:
+    from ._token import TaskToken
+
+__all__ = ("ERROR_TEXT_LIMIT", "ExecutionLog", "ExecutionRow")
+
+_log = logging.getLogger("tokengate.coordinator")
+
+#: Characters of an error's ``repr`` kept in a record (a record never holds a huge message).
+ERROR_TEXT_LIMIT = 500
+_COMPLETED = TokenState.COMPLETED
+
+
+class ExecutionRow(NamedTuple):
+    """What the log keeps per token: cheap to make on the terminal move, named to read back."""
+
+    seq: int
+    operation_type: str
+    state: TokenState
+    duration: float | None
+    latency: float
+    core_id: int | None
+    worker_id: int | None
+    error: str | None
+
+
+def error_text(exc: BaseException | None, limit: int = ERROR_TEXT_LIMIT) -> str | None:
+    """``repr(exc)`` cut to ``limit`` characters (None for no exception; never raises)."""
+    if exc is None:
+        return None
+    try:
+        text = repr(exc)
+    except Exception:  # a hostile __repr__
+        text = f"<{type(exc).__qualname__} whose repr failed>"
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+class ExecutionLog:
+    """The newest ``size`` execution records of one coordinator (``size`` 0 keeps none)."""
+
+    __slots__ = ("_rows", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._rows: deque[ExecutionRow] = deque(maxlen=size)
+
+    def add(self, token: TaskToken[Any], state: TokenState, exc: BaseException | None) -> None:
+        """Record a token that just made its terminal move."""
+        if not self.size:
+            return
+        started = token.started_at
+        finished = token.finished_at or 0.0
+        self._rows.append(
+            ExecutionRow(
+                token.seq,
+                token.operation_type,
+                state,
+                None if started is None else finished - started,
+                finished - token.created_at,
+                token.core_id,
+                token.worker_id,
+                error_text(exc),
+            )
+        )
+
+    def clear(self) -> None:
+        """Forget every record."""
+        self._rows.clear()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def recent(self, limit: int = 50) -> list[ExecutionRecord]:
+        """The newest ``limit`` records, newest first."""
+        if limit <= 0:
+            return []
+        rows = _snapshot(self._rows)
+        return [_record(row) for row in reversed(rows[-limit:])]
+
+    def dump(self, coordinator_name: str, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write every kept record to a JSON file and return its path.
+
+        The file holds ``{"timestamp", "coordinator", "total_executions", "executions"}``;
+        without ``path`` it is ``execution_history_<unix time>.json`` in the working directory.
+        """
+        target = (
+            Path(path) if path is not None else Path(f"execution_history_{int(time.time())}.json")
+        )
+        records = self.recent(len(self._rows))
+        payload = {
+            "timestamp": time.time(),
+            "coordinator": coordinator_name,
+            "total_executions": len(records),
+            "executions": [record.as_dict() for record in records],
+        }
+        target.write_text(json.dumps(payload, indent=2))
+        return target
+
+
+def _snapshot(rows: deque[ExecutionRow]) -> list[ExecutionRow]:
+    """A copy of ``rows`` while other threads append (a copy that met an append is retried)."""
+    while True:
+        try:
+            return list(rows)
+        except RuntimeError:  # deque mutated during iteration
+            continue
+
+
+def _record(row: ExecutionRow) -> ExecutionRecord:
+    return ExecutionRecord(
+        token_id=f"{row.operation_type}#{row.seq}",
+        operation_type=row.operation_type,
+        state=row.state.value,
+        success=row.state is _COMPLETED,
+        duration=row.duration,
+        latency=row.latency,
+        core_id=row.core_id,
+        worker_id=row.worker_id,
+        error=row.error,
+    )
