@@ -16,15 +16,16 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from pydantic import ValidationError
 
 from ._auto import AutoDecision, AutoPolicy, process_problem
 from ._backends import BackendTable, ExecutorFactory, executor_argument
+from ._calls import map_calls, submit_call
 from ._config import CoordinatorConfig, machine_cpus
 from ._context import CURRENT, push_running, remove_running
 from ._deadlines import DeadlineWatcher
@@ -44,6 +45,8 @@ from ._token import CREATED, EXECUTING, KILLED, NOT_STARTED, TERMINAL, TIMEOUT, 
 __all__ = ("OperationsCoordinator",)
 
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 _log = logging.getLogger("tokengate.coordinator")
 
@@ -423,6 +426,69 @@ class OperationsCoordinator:
         tb: TracebackType | None,
     ) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+    # ------------------------------------------------------------------ undecorated callables
+    @overload
+    def submit(
+        self, fn: Callable[..., R], /, *args: Any, tags: Mapping[str, object] | None, **kwargs: Any
+    ) -> TaskToken[R]: ...
+
+    @overload
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> TaskToken[R]: ...
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> TaskToken[R]:
+        """Call ``fn(*args, **kwargs)`` as an operation of this coordinator; return its token.
+
+        The ``concurrent.futures`` way to hand over any synchronous callable (function, lambda,
+        closure, bound method, ``functools.partial``) without decorating it: ``fn`` with
+        ``tags`` becomes an operation as if decorated with ``@task_token_guard(tags=tags)``.
+        Tags are validated and the plan compiled once per (callable, tags) and cached, not per
+        call. The call goes to this coordinator even when another one is current.
+
+        Args:
+            fn: the callable (positional-only: ``fn`` itself may take a keyword ``fn``).
+            tags: keyword only, the operation's tags (see the tag reference), e.g.
+                ``{"weight": "light"}``; every other argument goes to ``fn`` (which therefore
+                cannot receive a keyword named ``tags``). Typed: without ``tags`` the call is
+                checked against ``fn``'s parameters.
+
+        Raises:
+            TypeError: ``fn`` is not callable or is async; ``tags`` is not a mapping.
+            TagValidationError: a tag is unknown, malformed or conflicts with another.
+            CoordinatorNotRunningError: this coordinator is not running.
+        """
+        tags = kwargs.pop("tags", None)
+        return submit_call(self, fn, args, kwargs, tags)
+
+    def map(
+        self,
+        fn: Callable[..., R],
+        *iterables: Iterable[Any],
+        tags: Mapping[str, object] | None = None,
+        buffersize: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[R]:
+        """``Executor.map`` over tokens: ``fn(*args)`` for each tuple of the zipped iterables.
+
+        Results come in the order of the arguments. Without ``buffersize`` every call is
+        submitted at once (the iterables are read now); with it, at most ``buffersize`` calls
+        are in flight ahead of the consumer and the iterables are read lazily, so an endless
+        iterable works. Closing the iterator early (or a wait timing out) kills the calls that
+        have not started; running ones finish and their results are dropped.
+
+        Args:
+            fn: the callable (tags validated once per (callable, tags), as :meth:`submit`).
+            tags: the operation's tags.
+            buffersize: calls kept in flight ahead of the consumer (``>= 1``), or None.
+            timeout: seconds for the whole map from this call; past it, taking the next
+                result raises ``TimeoutError``.
+
+        Raises:
+            TypeError / TagValidationError: as :meth:`submit`.
+            ValueError: ``buffersize`` is not an int ``>= 1``.
+            Exception: while iterating, whatever a call raised (the rest are then killed).
+        """
+        return map_calls(self, fn, iterables, tags, buffersize, timeout)
 
     # ------------------------------------------------------------------ admission (hot path)
     def _submit(
