@@ -16,6 +16,7 @@ from ._blocking import blocking
 from ._enums import TokenState, Weight
 from ._errors import PluginError, TaskKilledError, TokenCancelledError, TokenTimeoutError
 from ._timeouts import check_timeout
+from ._trio import in_trio, wait_in_trio
 
 if TYPE_CHECKING:
     from ._protocols import CompletionBridge, CoordinatorView, PlanView, TokenOwner
@@ -93,8 +94,9 @@ class TaskToken(Generic[R_co]):
     """The awaitable result of one call of a ``@task_token_guard`` function.
 
     A token is returned at once by the call; the function runs later on a worker of the
-    coordinator. Reach the result with ``await token`` (from any running event loop, any number
-    of awaiters; ``asyncio.gather`` accepts tokens directly and cheaply), or block with
+    coordinator. Reach the result with ``await token`` (from asyncio, trio, or anyio on either
+    backend, any number of awaiters; ``asyncio.gather`` accepts tokens directly and cheaply;
+    cancelling an awaiting task stops its wait and leaves the token alone), or block with
     ``token.get(timeout)`` / ``token.result(timeout)``. Tokens do not proxy their results
     through operators.
 
@@ -639,6 +641,9 @@ class TaskToken(Generic[R_co]):
     # ------------------------------------------------------------------ asyncio protocol
     def __await__(self) -> Generator[Any, None, R_co]:
         if not self._settled:
+            if in_trio():  # a trio task (plain trio, anyio on trio, trio guest mode)
+                yield from wait_in_trio(self)
+                return self._outcome()
             loop = asyncio.get_running_loop()
             waiter = loop.create_future()
             wake = _make_waker(waiter)
