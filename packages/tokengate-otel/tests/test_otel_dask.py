@@ -27,7 +27,7 @@ def client() -> Iterator[Any]:
             n_workers=1,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: 8787 may be taken
             host="127.0.0.1",
         ) as cluster,
         Client(cluster, set_as_default=False) as made,
