@@ -1,8 +1,7 @@
 """Process domains: the built-in ``process`` executor.
 
 :class:`ProcessExecutor` runs the bodies of one core domain in worker processes, with batched
-and pipelined calls (the engine is :mod:`._procpool`); :class:`ProcessBackend` adapts it to a
-coordinator that hands over one token at a time.
+and pipelined calls (the engine is :mod:`._procpool`).
 
 Trust model: the parent unpickles only what its own child processes send over private socket
 pairs; nothing listens on a socket address.
@@ -16,8 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._config import CoordinatorConfig, machine_cpus
-from ._enums import TokenState
+from ._config import machine_cpus
 from ._executors import AUTO, ExecutorBackend, ExecutorDomain, ExecutorStats
 from ._process_worker import ERR, OK, resolve_function
 from ._procpool import (
@@ -35,11 +33,10 @@ from ._procpool_wire import dumps
 if TYPE_CHECKING:
     from ._token import TaskToken
 
-__all__ = ("ProcessBackend", "ProcessExecutor", "resolve_function")
+__all__ = ("ProcessExecutor", "resolve_function")
 
 _log = logging.getLogger("tokengate.worker")
 
-_STOPPED = frozenset({TokenState.KILLED, TokenState.TIMEOUT})
 #: Functions prepared per executor (by reference or by value); beyond this, the oldest go.
 _FUNCTION_CACHE = 1024
 
@@ -322,62 +319,3 @@ def _scopes_of(token: TaskToken[Any]) -> list[tuple[Callable[[Any], Any], object
 def _kill_token(owner: object, core_id: int) -> None:
     token: Any = owner
     token.kill(f"the worker process of core {core_id} shut down before the call ended")
-
-
-class ProcessBackend:
-    """The process executor of one core domain, as a coordinator that hands over one token
-    at a time drives it (``submit(token)``, ``shutdown``, ``alive``).
-
-    A thin adapter over :class:`ProcessExecutor`: it also tells the executor when a token it
-    holds ends ``KILLED`` or ``TIMEOUT``, so a body running in a process is stopped with its
-    process.
-    """
-
-    def __init__(
-        self,
-        coordinator: Any,
-        core_id: int,
-        cpu: int | None,
-        start_method: str = "spawn",
-    ) -> None:
-        """Prepare the backend of ``core_id`` (no process starts until the first token).
-
-        Raises:
-            ValueError: ``start_method`` is ``fork`` (the coordinator is multi-threaded).
-        """
-        if start_method == "fork":
-            raise ValueError("process domains never use 'fork': the coordinator is multi-threaded")
-        config: CoordinatorConfig = coordinator._config
-        if config.process_start_method != start_method:
-            config = config.model_copy(update={"process_start_method": start_method})
-        domain = ExecutorDomain(core_id, config.cores, cpu, config, coordinator.name)
-        self.executor = ProcessExecutor(domain)
-
-    @property
-    def alive(self) -> bool:
-        """Whether a worker process of the domain runs now."""
-        return self.executor.stats().workers > 0
-
-    @property
-    def pid(self) -> int | None:
-        """The pid of the domain's first worker process, or None."""
-        return self.executor.pid
-
-    @property
-    def restarts(self) -> int:
-        """Worker processes started after the first ones (deaths, kills, recycling)."""
-        return self.executor.restarts
-
-    def submit(self, token: TaskToken[Any]) -> None:
-        """Hand one ``ADMITTED`` token to the executor; returns at once."""
-        token.add_done_callback(self._ended)
-        self.executor.submit((token,))
-
-    def _ended(self, token: TaskToken[Any]) -> None:
-        if token.state in _STOPPED:
-            self.executor.cancel(token)
-
-    def shutdown(self, timeout: float) -> None:
-        """End every token still held and stop the worker processes (see
-        :meth:`ProcessExecutor.shutdown`)."""
-        self.executor.shutdown(timeout)
