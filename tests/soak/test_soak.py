@@ -30,7 +30,6 @@ from typing import Any
 import pytest
 
 from tests.support.reliability_checks import SOAK_FIGURES, assert_quiescent
-from tokengate.core import OperationsCoordinator, TaskToken, TokenState, task_token_guard
 from tokengate.bench._workload import (
     OPERATIONS,
     WARMUP_TOKENS,
@@ -39,6 +38,7 @@ from tokengate.bench._workload import (
     calls_for_wave,
     wave_sizes,
 )
+from tokengate.core import OperationsCoordinator, TaskToken, TokenState, task_token_guard
 
 MB = 1024 * 1024
 #: Tokens of the full bench workload (15 waves, 4 → 65,536).
