@@ -183,6 +183,18 @@ SOCKET_PAIR_ONLY = {
     "tokengate-core/src/tokengate/core/_procpool_wire.py",
     "tokengate-core/src/tokengate/core/_process_worker.py",
 }
+#: Distributions whose job is the network, with what each may do (reviewed): their findings
+#: of network imports and ``Client`` calls are expected, and no other module may have them.
+NETWORK_BY_DESIGN = {
+    "tokengate-dask/src/tokengate/dask/_client.py": "connects a distributed.Client to the "
+    "scheduler the user names (or the default client)",
+    "tokengate-dask/src/tokengate/dask/_bench.py": "the Dask benchmark: a Client of a local cluster "
+    "or of the scheduler given on its command line",
+    "tokengate-bench/src/tokengate/bench/_special.py": "tokengate bench --executor dask: a Client "
+    "of a LocalCluster it starts on 127.0.0.1",
+    "tokengate-dashboard/src/tokengate/dashboard/_server.py": "serves the dashboard over HTTP "
+    "(loopback unless told otherwise with an admin token)",
+}
 #: Calls that would give a socket an address or reach one.
 ADDRESSING = {"bind", "listen", "accept", "connect", "create_server", "create_connection"}
 
@@ -260,6 +272,10 @@ def test_sources_are_audited() -> None:
         "tokengate-core",
         "tokengate-conductor",
         "tokengate-numeric",
+        "tokengate-bench",
+        "tokengate-dask",
+        "tokengate-otel",
+        "tokengate-dashboard",
     }
     assert len(SOURCES) > 20
 
@@ -273,6 +289,7 @@ def test_unpickling_happens_only_in_the_process_backend() -> None:
         audit.visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
         sites |= {(file, scope) for file, scope, _ in audit.unpickling}
         findings += audit.findings
+    findings = [f for f in findings if f.split(":", 1)[0] not in NETWORK_BY_DESIGN]
     assert findings == [], "\n".join(findings)
     unexpected = sites - set(ALLOWED_UNPICKLING)
     assert unexpected == set(), f"new unpickling sites need a security review: {unexpected}"
