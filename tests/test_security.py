@@ -175,6 +175,24 @@ ALLOWED_UNPICKLING = {
         "tokengate-core/src/tokengate/core/_process_worker.py",
         "_portable",
     ): "(in the worker process) a round trip of an exception it just pickled itself",
+    # tokengate-dask: a Dask cluster is trusted by construction (distributed itself unpickles
+    # every task and result it moves); these sites unpickle only what that cluster carries.
+    (
+        "tokengate-dask/src/tokengate/dask/_executor.py",
+        "DaskExecutor._complete",
+    ): "(in the client) outcomes of calls the user's own Dask cluster ran",
+    (
+        "tokengate-dask/src/tokengate/dask/_remote.py",
+        "_run_one",
+    ): "(on a Dask worker) the arguments of one call the client sent in a task",
+    (
+        "tokengate-dask/src/tokengate/dask/_remote.py",
+        "_function",
+    ): "(on a Dask worker) a function the client pickled by value and sent in a task",
+    (
+        "tokengate-dask/src/tokengate/dask/_remote.py",
+        "_error",
+    ): "(on a Dask worker) a round trip of an exception it just pickled itself",
 }
 #: Modules that may import ``socket``: only to wrap the unnamed socket pair that
 #: ``multiprocessing`` makes between the coordinator and a worker process it spawns.
@@ -188,7 +206,8 @@ SOCKET_PAIR_ONLY = {
 NETWORK_BY_DESIGN = {
     "tokengate-dask/src/tokengate/dask/_client.py": "connects a distributed.Client to the "
     "scheduler the user names (or the default client)",
-    "tokengate-dask/src/tokengate/dask/_bench.py": "the Dask benchmark: a Client of a local cluster "
+    "tokengate-dask/src/tokengate/dask/_bench.py": "the Dask benchmark: a Client of a local "
+    "cluster "
     "or of the scheduler given on its command line",
     "tokengate-bench/src/tokengate/bench/_special.py": "tokengate bench --executor dask: a Client "
     "of a LocalCluster it starts on 127.0.0.1",
