@@ -12,7 +12,7 @@ The pytest plugin shipped with ``tokengate-core`` (loaded automatically through 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from ._coordinator import OperationsCoordinator
 from ._executors import ExecutorBackend, ExecutorDomain, ExecutorRegistry, ExecutorStats
 from ._hookspecs import hookimpl
 from ._plugins import plugin_manager
+from ._run import run_token
 from ._token import TaskToken
 
 __all__ = (
@@ -90,27 +91,6 @@ def registered_plugin(plugin: object, name: str | None = None) -> Iterator[str]:
         registrar.close()
 
 
-def _run_inline(token: TaskToken[Any]) -> None:
-    if not token.set_running():
-        return
-    try:
-        result = token.func(*token.args, **token.kwargs)
-    except BaseException as exc:
-        token.set_exception(exc)
-        if not isinstance(exc, Exception):
-            raise
-    else:
-        token.set_result(result)
-
-
-def _runner() -> Callable[[TaskToken[Any]], object]:
-    """The core's ``run_token`` (extensions around the body) when it has one."""
-    from tokengate import core
-
-    run = getattr(core, "run_token", None)
-    return run if callable(run) else _run_inline
-
-
 class EagerExecutor(ExecutorBackend):
     """Runs each body at once, in the thread that submits its token — the caller of the
     decorated function — so a call returns a finished token (as Celery's
@@ -121,7 +101,6 @@ class EagerExecutor(ExecutorBackend):
         self._domain = domain
         self._lock = threading.Lock()
         self._busy = 0
-        self._run = _runner()
 
     def submit(self, tokens: Sequence[TaskToken[Any]]) -> None:
         """Run every token's body now, in this thread, one after the other."""
@@ -129,7 +108,7 @@ class EagerExecutor(ExecutorBackend):
             with self._lock:
                 self._busy += 1
             try:
-                self._run(token)
+                run_token(token)  # start hooks, extensions around the body, outcome
             finally:
                 with self._lock:
                     self._busy -= 1
