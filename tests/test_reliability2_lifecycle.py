@@ -22,10 +22,10 @@ At the end of each program the gate opens and the coordinator is stopped from tw
 then every token must have been reported done exactly once, in its final state, with the
 outcome its body or its kill explains, and I3 must hold.
 
-Why the ``SystemExit`` callbacks raise only off the main thread: a callback's
+Why the ``SystemExit`` callbacks raise only on the coordinator's threads: a callback's
 ``BaseException`` is re-raised to whoever made the terminal move once everything has run
-(as ``concurrent.futures`` does); on the main thread that is this test's own ``kill()``/
-``stop()``, which the dedicated regression tests cover. Here they exercise the worker side:
+(as ``concurrent.futures`` does); on the test's threads that is its own ``kill()``/``stop()``,
+which the dedicated regression tests cover. Here they exercise the worker side:
 the later callbacks, release steps and the worker must survive them.
 """
 
@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -72,11 +72,12 @@ from tokengate.core import (
     task_token_guard,
 )
 
-WAIT = 30.0
+#: Bound of every wait: short, so that a failing program (replayed while hypothesis looks
+#: for the smallest one) fails in seconds instead of hanging the suite.
+WAIT = 5.0
 CORES = 2
 WORKERS = 2
 KEYS = ("a", "b", "c")
-MAIN = threading.main_thread()
 
 
 class Job:
@@ -121,8 +122,9 @@ OPERATIONS = {"light": lc_light, "medium": lc_medium}
 
 
 def exit_off_the_main_thread(_token: TaskToken[Any]) -> None:
-    """A done-callback that raises ``SystemExit`` (see the module docstring)."""
-    if threading.current_thread() is not MAIN:
+    """A done-callback that raises ``SystemExit`` on the coordinator's own threads (see the
+    module docstring); on the test's threads (``kill()``, ``stop()``) it does nothing."""
+    if threading.current_thread().name.startswith("tokengate-"):
         raise SystemExit("a done-callback exits")
 
 
@@ -324,12 +326,13 @@ class LifecycleMachine(RuleBasedStateMachine):
         record_volume("lifecycle: start() racing stop()")
         if self.coordinator.running:  # start() won or waited for stop(): it must serve
             self.runs.wait_idle()
-            assert live_worker_threads(self.coordinator) == CORES * WORKERS
             probe = self._make("light", "a", False, False, False)
             if not self.coordinator.stats().paused:
                 assert probe.get(WAIT) == self.marker_of[id(probe)]
-        else:
-            assert [t for t in self.tokens if not t.done()] == []
+        # Which of the two came last is up to the race; the program goes on stopped either
+        # way, so that the next steps (and hypothesis's replays) do not depend on it.
+        self.coordinator.stop()
+        assert [t for t in self.tokens if not t.done()] == []
 
     # ------------------------------------------------------------------ invariants
     @invariant()
@@ -425,6 +428,7 @@ def test_random_lifecycles_keep_the_invariants(quiet_worker_logs: None) -> None:
             stateful_step_count=40,
             deadline=None,
             derandomize=True,
+            phases=(Phase.explicit, Phase.reuse, Phase.generate),  # no shrinking: see WAIT
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )
