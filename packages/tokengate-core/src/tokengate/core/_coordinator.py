@@ -9,13 +9,15 @@ bridges in :mod:`._loops`. The coordinator admits tokens, owns them until their 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import math
 import os
+import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +61,19 @@ _HELD_SWEEP_MIN = 1024
 #: Longest wait handed to a backend's ``shutdown`` (select/epoll reject waits of about 25 days
 #: and more); ``stop(timeout=math.inf)`` has already waited for every token by then.
 _LONGEST_BACKEND_WAIT = 86_400.0
+#: After a second Ctrl-C at exit: how long the executors get to end their threads and processes.
+_ABANDON_GRACE = 0.2
+
+
+def _notice(text: str) -> None:
+    """What an exit waits for, on stderr (an interactive user pressed Ctrl-C, so a logger
+    that may be silent is not enough) and in the log."""
+    _log.info("%s", text)
+    try:
+        sys.stderr.write(f"tokengate: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):  # no usable stderr (closed, None)
+        pass
 
 
 class OperationsCoordinator:
@@ -158,6 +173,8 @@ class OperationsCoordinator:
         self._auto = self._new_auto()
         self._idle = threading.Event()
         self._watch_idle = False
+        self._abandon = False  # a second Ctrl-C at exit: stop waiting for running bodies
+        self._announce_exit = False  # the with block is left by Ctrl-C: say what is waited for
         self._ext_state: dict[Hashable, Any] = {}
         self._cpus = machine_cpus()
 
@@ -299,6 +316,7 @@ class OperationsCoordinator:
         self._deadlines = DeadlineWatcher(f"{self._name}-deadlines")
         self._idle.clear()
         self._watch_idle = False
+        self._abandon = False
         self._running = True
 
     def stop(
@@ -370,8 +388,11 @@ class OperationsCoordinator:
             for token in list(self._tokens.values()):
                 if token._tstate in NOT_STARTED:
                     token.kill("coordinator stopped before the token started")
+        interrupt: KeyboardInterrupt | None = None
         if wait:
-            self._wait_idle(deadline)
+            interrupt = self._wait_at_stop(deadline)
+        if self._abandon:  # a second Ctrl-C: return at once (threads are daemons)
+            deadline = min(deadline, time.monotonic() + _ABANDON_GRACE)
         leftovers = [t for t in list(self._tokens.values()) if not t.done()]
         abandoned = [t for t in leftovers if t._tstate is EXECUTING]
         for token in leftovers:
@@ -393,6 +414,65 @@ class OperationsCoordinator:
             token.kill("coordinator stopped")
         plugin_manager().coordinator_stopped(self)
         _log.info("%s stopped", self._name)
+        if interrupt is not None:
+            raise interrupt  # the Ctrl-C that arrived while waiting, once everything is ended
+
+    def _wait_at_stop(self, deadline: float) -> KeyboardInterrupt | None:
+        """Wait for the admitted work. A first Ctrl-C (KeyboardInterrupt in this thread)
+        kills what has not started and says on stderr what is still waited for; a second one
+        abandons the running bodies. Returns the interrupt to re-raise once stopped."""
+        interrupted, self._announce_exit = self._announce_exit, False
+        try:
+            if interrupted:  # the block was left by a first Ctrl-C: the next one abandons
+                self._announce_wait()
+            self._wait_idle(deadline)
+        except KeyboardInterrupt as exc:
+            first = exc
+        else:
+            return None
+        if interrupted:
+            self._abandon_running()
+            return first
+        try:
+            self._kill_not_started("coordinator interrupted (Ctrl-C) before the token started")
+            self._announce_wait()
+            self._wait_idle(deadline)
+        except KeyboardInterrupt as exc:
+            self._abandon_running()
+            return exc
+        return first
+
+    def _running_bodies(self) -> list[TaskToken[Any]]:
+        return [t for t in list(self._tokens.values()) if t._tstate is EXECUTING and not t.done()]
+
+    def _kill_not_started(self, reason: str) -> None:
+        for token in list(self._tokens.values()):
+            if token._tstate in NOT_STARTED:
+                token.kill(reason)
+
+    def _announce_wait(self) -> None:
+        running = self._running_bodies()
+        if not running:
+            return
+        counts = Counter(t.operation_type for t in running)
+        names = ", ".join(f"{name} x{n}" for name, n in counts.most_common(5))
+        more = f" and {len(counts) - 5} more operations" if len(counts) > 5 else ""
+        _notice(
+            f"{self._name} is waiting for {len(running)} running "
+            f"{'body' if len(running) == 1 else 'bodies'} ({names}{more}); "
+            "press Ctrl-C again to abandon them"
+        )
+
+    def _abandon_running(self) -> None:
+        """Stop waiting for running bodies: they end KILLED now, their threads are left to
+        finish as daemons and worker processes are terminated by the shutdown."""
+        running = self._running_bodies()
+        self._abandon = True
+        for token in running:
+            token.kill("abandoned at exit (second Ctrl-C)")
+        if running:
+            _notice(f"{self._name} abandoned {len(running)} running bodies")
+        self._idle.set()
 
     def _wait_idle(self, deadline: float) -> None:
         self._watch_idle = True
@@ -414,7 +494,12 @@ class OperationsCoordinator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        """A clean exit waits for every call (as :meth:`stop`). An exception leaving the
+        block kills the calls that have not started and waits only for running bodies. Ctrl-C
+        during the wait says on stderr what it waits for; a second Ctrl-C abandons the running
+        bodies and returns at once."""
+        self._announce_exit = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        self.stop(cancel_pending=exc_type is not None)
 
     async def __aenter__(self) -> Self:
         return self.start()
@@ -425,7 +510,25 @@ class OperationsCoordinator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.stop)
+        """As :meth:`__exit__`, without blocking the loop. If the exiting task is cancelled
+        while it waits (Ctrl-C under ``asyncio.run``), calls not started are killed and the
+        wait goes on for running bodies; a second cancellation abandons them."""
+        failed = exc_type is not None
+        stopping = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self.stop, cancel_pending=failed)
+        )
+        try:
+            await asyncio.shield(stopping)
+        except asyncio.CancelledError:
+            self._kill_not_started("coordinator exit was cancelled before the token started")
+            self._announce_wait()
+            try:
+                await asyncio.shield(stopping)
+            except asyncio.CancelledError:
+                self._abandon_running()
+                await stopping  # quick now: nothing is waited for
+                raise
+            raise
 
     # ------------------------------------------------------------------ undecorated callables
     @overload
