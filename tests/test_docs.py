@@ -67,7 +67,11 @@ class Outcome:
 
 
 def _pages() -> list[Path]:
-    return sorted(DOCS.glob("*.md")) + sorted((DOCS / "concepts").glob("*.md"))
+    return (
+        sorted(DOCS.glob("*.md"))
+        + sorted((DOCS / "concepts").glob("*.md"))
+        + sorted((DOCS / "recipes").glob("*.md"))
+    )
 
 
 def _all_docs_text() -> str:
