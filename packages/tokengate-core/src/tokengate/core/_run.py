@@ -77,11 +77,14 @@ def _run_around(token: TaskToken[Any], plan: PlanView) -> None:
             )
         else:
             _run_body(token, plan)
+    finally:
+        # Whatever escapes the terminal move (a done-callback raising SystemExit is re-raised
+        # once every release step ran), each extension still closes what it opened on this
+        # thread: a conductor domain must not outlive its lead on the worker.
         for ext, state in zip(around, states, strict=False):
             try:
                 ext.after_execute(token, state)
             except Exception:
                 _log.exception("after_execute of %r failed for %s", ext, token.token_id)
-    finally:
         if plan.storage is not None:
             token._owner.body_returned(token)
