@@ -9,6 +9,7 @@ bridges in :mod:`._loops`. The coordinator admits tokens, owns them until their 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
 import itertools
 import logging
@@ -63,6 +64,20 @@ _HELD_SWEEP_MIN = 1024
 _LONGEST_BACKEND_WAIT = 86_400.0
 #: After a second Ctrl-C at exit: how long the executors get to end their threads and processes.
 _ABANDON_GRACE = 0.2
+
+
+def _config_problem(error: Any) -> str:
+    """One setting's problem; an unknown setting gets a did-you-mean."""
+    where = ".".join(str(p) for p in error["loc"]) or "config"
+    if error.get("type") == "extra_forbidden":
+        close = difflib.get_close_matches(where, list(CoordinatorConfig.model_fields), n=1)
+        hint = (
+            f"did you mean {close[0]!r}?"
+            if close
+            else "settings: " + ", ".join(sorted(CoordinatorConfig.model_fields))
+        )
+        return f"{where!r} is not a setting; {hint}"
+    return f"{where}: {error['msg']} (got {error.get('input')!r})"
 
 
 def _notice(text: str) -> None:
@@ -131,11 +146,7 @@ class OperationsCoordinator:
             try:
                 config = CoordinatorConfig(**values)
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']} "
-                    f"(got {e.get('input')!r})"
-                    for e in exc.errors()
-                )
+                problems = "; ".join(_config_problem(e) for e in exc.errors())
                 raise ConfigurationError(
                     f"invalid OperationsCoordinator setting: {problems}"
                 ) from None

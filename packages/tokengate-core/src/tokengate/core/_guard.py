@@ -7,7 +7,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Never, ParamSpec, Protocol, TypeVar, cast
 
 from . import _context
 from ._context import CURRENT as CURRENT
@@ -72,7 +72,9 @@ def _not_running(operation_type: str) -> CoordinatorNotRunningError:
 
 
 def task_token_guard(
-    operation_type: str | None = None, tags: Mapping[str, object] | None = None
+    operation_type: str | None = None,
+    tags: Mapping[str, object] | None = None,
+    **misplaced: Never,
 ) -> Callable[[Callable[P, R]], GuardedFunction[P, R]]:
     """Turn a synchronous function into an operation whose calls return tokens at once.
 
@@ -87,9 +89,18 @@ def task_token_guard(
     Raises:
         TagValidationError: a tag is unknown, malformed or conflicts (at decoration).
         TypeError: the target is a coroutine function, an async generator function or not
-            callable (at decoration).
+            callable (at decoration); tag names were passed as keywords
+            (``weight="light"``: write ``tags={"weight": "light"}``).
         CoordinatorNotRunningError: the decorated function is called while no coordinator runs.
     """
+    if misplaced:
+        given = ", ".join(
+            f"{key!r}: {value!r}" for key, value in dict[str, object](misplaced).items()
+        )
+        raise TypeError(
+            f"task_token_guard() takes tags as one mapping, not as keywords "
+            f"({', '.join(misplaced)}); write task_token_guard(tags={{{given}}})"
+        )
     if callable(operation_type):
         raise TypeError(
             "task_token_guard is a decorator factory: write @task_token_guard() or "

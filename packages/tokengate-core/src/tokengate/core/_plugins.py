@@ -660,15 +660,26 @@ class PluginHost:
                 loc = error.get("loc", ())
                 name = str(loc[0]) if loc else "?"
                 spec = registry.specs.get(name)
+                got = safe_repr(tags.get(name))
+                if error.get("type") == "value_error":  # a validator's own sentence
+                    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+                    allowed = (
+                        f"; allowed: {spec.allowed}"
+                        if spec and spec.allowed and "allowed:" not in message
+                        else ""
+                    )
+                    problems.append(f"tag {name!r} on {where}: {message} (got {got}){allowed}")
+                    continue
+                if spec and spec.allowed:  # one sentence: what it must be, what it was
+                    allowed = spec.allowed
+                    listed = "," in allowed and not allowed.startswith(("a ", "an "))
+                    problems.append(
+                        f"tag {name!r} on {where} must be {'one of ' if listed else ''}"
+                        f"{allowed} (got {got})"
+                    )
+                    continue
                 message = str(error.get("msg", "invalid"))
-                allowed = (
-                    f"; allowed: {spec.allowed}"
-                    if spec and spec.allowed and "allowed:" not in message
-                    else ""
-                )
-                problems.append(
-                    f"tag {name!r} on {where}: {message} (got {safe_repr(tags.get(name))}){allowed}"
-                )
+                problems.append(f"tag {name!r} on {where}: {message} (got {got})")
             raise TagValidationError("; ".join(problems)) from None
         except Exception as exc:
             raise TagValidationError(

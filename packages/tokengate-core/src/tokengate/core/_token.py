@@ -7,6 +7,7 @@ import asyncio
 import logging
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
@@ -534,18 +535,26 @@ class TaskToken(Generic[R_co]):
         release steps of its terminal move have run."""
         return self._settled
 
-    def _wait(self, timeout: float | None) -> None:
+    def _wait(self, timeout: float | None, stacklevel: int = 3) -> None:
         # Checked even when the token is done: a bad timeout is a bug in the caller's code.
         limit = None if timeout is None else check_timeout(timeout, f"token {self.token_id}")
         if self._settled:
             return
         if self._finisher == _get_ident():
             return  # a release step (plugin hook) of this very token asks for its outcome
-        if limit is None and _get_running_loop() is not None:
-            raise RuntimeError(
-                f"token {self.token_id}: get() without a timeout would block the running event "
-                "loop; use 'await token' instead"
-            )
+        if _get_running_loop() is not None:
+            if limit is None:
+                raise RuntimeError(
+                    f"token {self.token_id}: get() without a timeout would block the running "
+                    "event loop; use 'await token' instead"
+                )
+            if limit > 0:  # shown once per call site (the default warnings filter)
+                warnings.warn(
+                    f"token {self.token_id}: get()/result() with a timeout blocks the running "
+                    "event loop while it waits; use 'await token' (or asyncio.wait_for) instead",
+                    RuntimeWarning,
+                    stacklevel=stacklevel,
+                )
         with self._lock:
             if self.done():  # settled meanwhile (a call, so the check above does not narrow it)
                 return
@@ -562,6 +571,8 @@ class TaskToken(Generic[R_co]):
             if gate.acquire(True, limit):
                 gate.release()
                 return
+        if self.done():  # it ended just as the wait timed out: not a timeout
+            return
         raise TimeoutError(
             f"token {self.token_id} is still {self._tstate.value} after waiting {timeout} s "
             "(the token itself is unaffected)"
@@ -579,7 +590,9 @@ class TaskToken(Generic[R_co]):
             TimeoutError: the wait timed out (the token is unaffected).
             TaskKilledError: the token was killed.
             TokenTimeoutError: the token missed its ``timeout`` tag's deadline.
-            RuntimeError: called without a timeout from inside a running event loop.
+            RuntimeError: called without a timeout from inside a running event loop (with
+                a timeout there it warns, ``RuntimeWarning``, once per call site: the wait
+                blocks the loop).
             ValueError: ``timeout`` is negative, NaN or too large (``TypeError``: not a number).
             Exception: whatever the function raised.
         """
@@ -597,7 +610,8 @@ class TaskToken(Generic[R_co]):
 
     def result(self, timeout: float | None = None) -> R_co:
         """Alias of :meth:`get`."""
-        return self.get(timeout)
+        self._wait(timeout)
+        return self._outcome()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Block like :meth:`get` and return the token's exception, or None if it completed."""
