@@ -424,8 +424,8 @@ def test_random_lifecycles_keep_the_invariants(quiet_worker_logs: None) -> None:
     run_state_machine_as_test(
         LifecycleMachine,
         settings=settings(
-            max_examples=80,
-            stateful_step_count=40,
+            max_examples=25,
+            stateful_step_count=30,
             deadline=None,
             derandomize=True,
             phases=(Phase.explicit, Phase.reuse, Phase.generate),  # no shrinking: see WAIT
