@@ -15,9 +15,10 @@ from tokengate.core import (
     TaskKilledError,
     TaskToken,
     TokenState,
-    _guard,
+    _calls,
+    _plan,
 )
-from tokengate.core._calls import guarded_callable
+from tokengate.core._calls import plan_for
 
 CoordinatorFactory = Callable[..., OperationsCoordinator]
 
@@ -34,14 +35,14 @@ def add(x: int, y: int, *, scale: int = 1) -> int:
 def counted_compiles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every plan compiled from now on (the real compiler, counted)."""
     calls: list[str] = []
-    real = _guard.compile_plan  # type: ignore[attr-defined]
+    real = _plan.compile_plan
 
     @functools.wraps(real)
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(args[2])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_guard, "compile_plan", counting)
+    monkeypatch.setattr(_calls, "compile_plan", counting)
     return calls
 
 
@@ -83,9 +84,7 @@ def test_tags_are_validated_once_per_function_and_tags(
     coordinator.submit(local, 1, tags={"weight": "heavy"}).get(timeout=30)
     coordinator.submit(local, 1).get(timeout=30)
     assert len(counted_compiles) == 3  # other tags: another operation each
-    assert guarded_callable(local, {"weight": "light"}) is guarded_callable(
-        local, {"weight": "light"}
-    )
+    assert plan_for(local, {"weight": "light"}) is plan_for(local, {"weight": "light"})
 
 
 def test_lambdas_closures_builtins_and_partials(coordinator: OperationsCoordinator) -> None:

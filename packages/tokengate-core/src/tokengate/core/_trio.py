@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from ._token import TaskToken
+__all__ = ("CallbackTarget", "in_trio", "wait_in_trio")
 
-__all__ = ("in_trio", "wait_in_trio")
+
+class CallbackTarget(Protocol):
+    """What a trio task waits on: a token's done-callback registration (this module sits below
+    the token in the layers, so it names only what it uses)."""
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None: ...
+
+    def remove_done_callback(self, fn: Callable[[Any], object]) -> int: ...
 
 
 def in_trio() -> bool:
@@ -31,7 +37,7 @@ def in_trio() -> bool:
     return True
 
 
-async def _park(token: TaskToken[Any]) -> None:
+async def _park(token: CallbackTarget) -> None:
     import trio
 
     task = trio.lowlevel.current_task()
@@ -39,7 +45,7 @@ async def _park(token: TaskToken[Any]) -> None:
     lock = threading.Lock()
     state = {"waiting": True}
 
-    def wake(_token: TaskToken[Any]) -> None:
+    def wake(_token: object) -> None:
         with lock:
             if not state["waiting"]:
                 return  # the waiting task was cancelled meanwhile: nobody to wake
@@ -61,7 +67,7 @@ async def _park(token: TaskToken[Any]) -> None:
     await trio.lowlevel.wait_task_rescheduled(abort)
 
 
-def wait_in_trio(token: TaskToken[Any]) -> Generator[Any, None, None]:
+def wait_in_trio(token: CallbackTarget) -> Generator[Any, None, None]:
     """``yield from`` this in ``TaskToken.__await__`` under trio: returns once the token is
     done. Cancelling the waiting task stops the wait; the token itself is unaffected."""
     return (yield from _park(token).__await__())
