@@ -30,6 +30,9 @@ _DEFAULT_POLICY = DefaultRoutingPolicy()
 
 #: The built-in executors, imported only when a coordinator first uses them.
 THREAD_EXECUTOR = "tokengate.core._workers:WorkerPoolExecutor"
+#: The domain scheduler (shared queues, managed blocking, GIL-aware): opt-in as "scheduler"
+#: until it becomes the default ``thread`` executor.
+SCHEDULER_EXECUTOR = "tokengate.core._thread_executor:make_thread_executor"
 PROCESS_EXECUTOR = "tokengate.core._process:ProcessExecutor"
 
 
@@ -115,6 +118,7 @@ class BuiltinPlugin:
     def tokengate_register_executors(self, registry: ExecutorRegistry) -> None:
         registry.register("thread", THREAD_EXECUTOR)
         registry.register("process", PROCESS_EXECUTOR)
+        registry.register("scheduler", SCHEDULER_EXECUTOR)
         # the registry being filled now: the executor tag validates against its names
         self._executors = registry
 
@@ -149,7 +153,9 @@ class BuiltinPlugin:
         registry.add(
             "executor",
             Annotated[str | None, BeforeValidator(_executor_name(lambda: (AUTO, *executors)))],
-            allowed=f"a registered executor name (thread, process, {AUTO}, or a plugin's)",
+            allowed=(
+                f"a registered executor name (thread, scheduler, process, {AUTO}, or a plugin's)"
+            ),
             description="where the body runs; default: the coordinator's executor",
             owner=OWNER,
         )
