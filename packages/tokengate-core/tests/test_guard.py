@@ -42,7 +42,7 @@ def test_decoration_keeps_the_function_identity() -> None:
     assert guarded_add.__name__ == "add"
     assert guarded_add.__qualname__ == add.__qualname__
     assert guarded_add.__doc__ == add.__doc__
-    assert guarded_add.__wrapped__ is add  # type: ignore[attr-defined]
+    assert guarded_add.__wrapped__ is add
     assert inspect.signature(guarded_add) == inspect.signature(add)
     plan = get_operation_plan(guarded_add)
     assert plan is not None

@@ -7,7 +7,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Never, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Never, ParamSpec, Protocol, Self, TypeVar, cast, overload
 
 from . import _context
 from ._context import CURRENT as CURRENT
@@ -34,10 +34,27 @@ class GuardedFunction(Protocol[P, R_co]):
     parameters, it returns a token; ``__wrapped__`` is the undecorated function (call it in
     unit tests to run the body directly)."""
 
+    __name__: str
+    __qualname__: str
+
     @property
     def __wrapped__(self) -> Callable[P, R_co]: ...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskToken[R_co]: ...
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+
+    @overload
+    def __get__(
+        self, instance: object, owner: type[Any] | None = None
+    ) -> Callable[..., TaskToken[R_co]]: ...
+
+    # A decorated method binds like a function; its parameters after ``self`` are not
+    # checked through the binding.
+    def __get__(
+        self, instance: object, owner: type[Any] | None = None
+    ) -> Self | Callable[..., TaskToken[R_co]]: ...
 
 
 #: The started coordinators of this process, newest last (the live list of ``_context``).
