@@ -7,6 +7,8 @@ saves the screenshot shown in docs/dashboard.md.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +30,14 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "assets" / "dashboard.png"
+#: The docs' screenshot is refreshed only when asked (TOKENGATE_UPDATE_SCREENSHOTS=1), so that
+#: running the tests leaves the checkout unchanged; otherwise it goes to a scratch file.
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "assets" / "dashboard.png"
+SCREENSHOT = (
+    DOCS_SCREENSHOT
+    if os.environ.get("TOKENGATE_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / f"tokengate-dashboard-{os.getpid()}.png"
+)
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
