@@ -299,3 +299,16 @@ def test_example_runs(example: Example, example_runs: dict[str, Future[Outcome]]
     assert outcome.returncode == 0, (
         f"{where} failed (exit {outcome.returncode}):\n{outcome.output[-3000:]}"
     )
+
+
+def test_the_docs_and_the_code_stand_on_their_own() -> None:
+    """Users have the repository, not the project's internal documents: nothing cites one."""
+    cited = re.compile(r"\bSPEC\b\s*(§|section|layer|\.md)|\bSPEC\.md\b")
+    texts = [*DOCS.rglob("*.md"), ROOT / "README.md", *ROOT.glob("packages/*/README.md")]
+    texts += list(ROOT.glob("packages/*/src/tokengate/**/*.py"))
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in texts
+        if cited.search(path.read_text(encoding="utf-8", errors="replace"))
+    ]
+    assert offenders == []

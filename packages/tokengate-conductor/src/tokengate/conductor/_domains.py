@@ -1,7 +1,7 @@
 """Conductor domains: the per-coordinator registry, the active-domain context variable and
 the public read-only views (``get_active_seed``, ``conductor_snapshot``, ``DomainInfo``).
 
-Counting model (SPEC §4 layers 7, 8, 12): a domain's ``pending`` is the number of its
+Counting model (routing layers 7, 8, 12): a domain's ``pending`` is the number of its
 non-terminal members (the lead included) plus one for each of its open nested domains. A
 domain is in the registry exactly while ``pending > 0``. All counts change under the
 registry's lock.

@@ -55,7 +55,7 @@ from ._protocols import CoordinatorView as CoordinatorView
 from ._run import run_token as run_token
 from ._token import TaskToken as TaskToken
 
-# Silent unless configured (SPEC §7): no "last resort" output to stderr from library loggers.
+# Silent unless configured: no "last resort" output to stderr from library loggers.
 _logging.getLogger("tokengate").addHandler(_logging.NullHandler())
 
 __all__ = (

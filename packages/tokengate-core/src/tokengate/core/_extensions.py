@@ -67,7 +67,7 @@ class RoutingPolicy:
 
 
 class DefaultRoutingPolicy(RoutingPolicy):
-    """SPEC layer 1: HEAVY → core 1, MEDIUM → cores 2..N, LIGHT → cores 3..N.
+    """Routing layer 1: HEAVY → core 1, MEDIUM → cores 2..N, LIGHT → cores 3..N.
 
     With two cores LIGHT uses core 2; with one core everything uses core 1.
     """
