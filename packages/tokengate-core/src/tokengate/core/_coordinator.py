@@ -561,10 +561,11 @@ class OperationsCoordinator:
 
         Args:
             fn: the callable (positional-only: ``fn`` itself may take a keyword ``fn``).
-            tags: keyword only, the operation's tags (see the tag reference), e.g.
-                ``{"weight": "light"}``; every other argument goes to ``fn`` (which therefore
-                cannot receive a keyword named ``tags``). Typed: without ``tags`` the call is
-                checked against ``fn``'s parameters.
+            *args: positional arguments of ``fn``.
+            **kwargs: keyword arguments of ``fn``, except ``tags``: keyword only, the
+                operation's tags (see the tag reference), e.g. ``{"weight": "light"}``
+                (``fn`` therefore cannot receive a keyword named ``tags``). Typed: without
+                ``tags`` the call is checked against ``fn``'s parameters.
 
         Raises:
             TypeError: ``fn`` is not callable or is async; ``tags`` is not a mapping.
