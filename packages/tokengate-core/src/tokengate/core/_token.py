@@ -43,6 +43,8 @@ KILLED = TokenState.KILLED
 TIMEOUT = TokenState.TIMEOUT
 
 TERMINAL = frozenset({COMPLETED, FAILED, KILLED, TIMEOUT})
+#: Seconds a timed-out wait still gives a token that ended meanwhile to finish its release steps.
+_SETTLE_GRACE = 0.5
 NOT_STARTED = frozenset({CREATED, WAITING, ADMITTED})
 _ADMITTED_ONLY = frozenset({ADMITTED})
 
@@ -573,8 +575,20 @@ class TaskToken(Generic[R_co]):
                 return
         if self.done():  # it ended just as the wait timed out: not a timeout
             return
+        state = self._tstate
+        if state in TERMINAL:
+            # It ended as the wait timed out and its release steps are running: they are
+            # short, so give them a moment rather than report a finished token as waiting.
+            with blocking():
+                if gate.acquire(True, _SETTLE_GRACE):
+                    gate.release()
+                    return
+            raise TimeoutError(
+                f"token {self.token_id} ended {state.value} but its release steps were still "
+                f"running after waiting {timeout} s (the token itself is unaffected)"
+            )
         raise TimeoutError(
-            f"token {self.token_id} is still {self._tstate.value} after waiting {timeout} s "
+            f"token {self.token_id} is still {state.value} after waiting {timeout} s "
             "(the token itself is unaffected)"
         )
 
