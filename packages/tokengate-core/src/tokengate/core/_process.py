@@ -68,6 +68,8 @@ class ProcessExecutor(ExecutorBackend):
         self._lock = threading.Lock()
         self._calls: dict[int, tuple[ProcPool, Call]] = {}
         self._functions: dict[object, FunctionRef] = {}
+        #: Per operation plan: (function, auto, remote contexts); see :meth:`_prepare`.
+        self._prepared: dict[object, tuple[FunctionRef, bool, bool]] = {}
         #: Where a token of an ``executor: "auto"`` operation goes when its arguments cannot
         #: be pickled (the same core's thread executor, set by the auto policy), instead of
         #: failing.
@@ -125,38 +127,38 @@ class ProcessExecutor(ExecutorBackend):
         A function that can be sent neither by reference nor by value, or an extension whose
         ``remote_context`` fails, fails its token here: the body never runs.
         """
+        held = self._calls  # single dict operations are atomic: no lock on the hot path
         calls: list[Call] = []
         for token in tokens:
+            plan = token._plan
+            prepared = self._prepared.get(plan)
             try:
-                fn = self._function_of(token)
-                scopes = _scopes_of(token)
+                if prepared is None:
+                    prepared = self._prepare(token)
+                fn, auto, remote = prepared
+                scopes = _scopes_of(token) if remote else None
             except Exception as exc:
                 token.set_exception(exc)
                 continue
-            if scopes is None and token.done():  # an extension's remote_context failed it
+            if scopes is None and remote and token.done():  # a remote_context failed it
                 continue
-            if getattr(token._plan, "executor", None) == AUTO and not self._arguments_pickle(
-                token, fn
-            ):
+            if auto and not self._arguments_pickle(token, fn):
                 continue
             calls.append(Call(fn, token.args, token.kwargs, token, scopes))
         if not calls:
             return
         pools = self._pools
-        if len(pools) < self._max_pools and all(p.backlog() >= self._grow_at for p in pools):
-            with self._lock:
-                if len(self._pools) < self._max_pools:
-                    grown = self._add_pool()
-                    grown.start()
-                    _log.info(
-                        "%s: a backlog of %d calls: worker process %d of at most %d starts",
-                        self._label,
-                        min(p.backlog() for p in pools),
-                        len(self._pools),
-                        self._max_pools,
-                    )
-            pools = [p for p in self._pools if p.ready] or pools
-        held = self._calls  # single dict operations are atomic: no lock on the hot path
+        if len(pools) == 1:
+            pool = pools[0]
+            if len(pools) < self._max_pools and pool.backlog() >= self._grow_at:
+                pools = self._grow(pools)
+            else:
+                for call in calls:
+                    held[id(call.owner)] = (pool, call)
+                pool.submit(calls)
+                return
+        elif len(pools) < self._max_pools and all(p.backlog() >= self._grow_at for p in pools):
+            pools = self._grow(pools)
         if len(pools) == 1:
             pool = pools[0]
             for call in calls:
@@ -175,6 +177,39 @@ class ProcessExecutor(ExecutorBackend):
         for pool, share in zip(pools, shares, strict=True):
             if share:
                 pool.submit(share)
+
+    def _grow(self, pools: list[ProcPool]) -> list[ProcPool]:
+        """One more worker process for a domain with a backlog; the pools that take calls
+        now."""
+        with self._lock:
+            if len(self._pools) < self._max_pools:
+                grown = self._add_pool()
+                grown.start()
+                _log.info(
+                    "%s: a backlog of %d calls: worker process %d of at most %d starts",
+                    self._label,
+                    min(p.backlog() for p in pools),
+                    len(self._pools),
+                    self._max_pools,
+                )
+        return [p for p in self._pools if p.ready] or pools
+
+    def _prepare(self, token: TaskToken[Any]) -> tuple[FunctionRef, bool, bool]:
+        """What every call of the token's operation shares: the prepared function, whether
+        the operation is ``auto`` (its arguments are checked before sending), and whether
+        extensions give remote contexts."""
+        plan = token._plan
+        fn = self._function_of(token)
+        auto = getattr(plan, "executor", None) == AUTO
+        remote = getattr(token, "remote_contexts", None) is not None and bool(
+            getattr(plan, "ext_remote", True)
+        )
+        prepared = (fn, auto, remote)
+        with self._lock:
+            if len(self._prepared) >= _FUNCTION_CACHE:
+                self._prepared.pop(next(iter(self._prepared)))
+            self._prepared[plan] = prepared
+        return prepared
 
     def cancel(self, token: TaskToken[Any]) -> None:
         """Stop the token's call: unqueued, skipped by the process, or — when its body runs —

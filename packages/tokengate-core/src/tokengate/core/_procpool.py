@@ -88,9 +88,13 @@ __all__ = (
 _log = logging.getLogger("tokengate.worker")
 #: Seconds of measured work the pool keeps queued in the worker (at least two calls).
 QUEUE_SECONDS = 0.02
-#: A submitted call is sent at once while fewer calls than this are in flight; otherwise it
-#: goes with the next batch, sent when outcomes arrive.
-SEND_AT_ONCE_BELOW = 2
+#: A submitted call is sent at once while fewer calls than this are in flight (the worker is
+#: idle); otherwise it goes with the next batch, sent by the pool's thread when outcomes
+#: arrive (or by the submitting thread once a full batch is queued and the worker has room).
+SEND_AT_ONCE_BELOW = 1
+#: The pool's thread asks the worker to ring at once about each outcome while this few
+#: calls (or fewer) are in flight.
+RING_AT_ONCE_AT = 2
 #: Longest sleep of the pool's thread while calls are in flight (covers a ring from the
 #: worker that crossed its going to sleep; rings normally wake it).
 OUTBOX_POLL = 0.05
@@ -327,7 +331,7 @@ class ProcPool:
         batch_size: int = 64,
         max_calls: int | None = None,
         max_memory: int | None = None,
-        batches_in_flight: int = 4,
+        batches_in_flight: int = 16,
     ) -> None:
         """Prepare the pool (no process starts before the first call).
 
@@ -374,29 +378,54 @@ class ProcPool:
         """
         if not calls:
             return
-        with self._lock:
-            closed = self._closed
-            if not closed:
-                self._pending.extend(calls)
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._supervise, name=f"{self._label}-process", daemon=True
-                    )
-                    self._thread.start()
-                elif self._proc is None:
+        if self._proc is not None and not self._closed:
+            # The hot path takes no lock: deque.extend is atomic, and the pool's thread and
+            # the sender only ever pop from the left.
+            self._pending.extend(calls)
+            if self._is_closed_now():  # shutdown() raced us: fail what it did not take
+                self._fail_late()
+                return
+            if self.pid is None:  # the process just went: wake the pool's thread
+                with self._lock:
                     self._wanted.notify()
-        if closed:
-            error = ProcessDomainError(f"{self._label}: the process pool is shut down")
-            self._deliver([(call, ERR, error) for call in calls])
-            return
-        # While the worker has calls queued, new ones wait for the next outcomes (the pool's
-        # thread sends everything then, as one batch) unless a full batch is ready now.
+        else:
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._pending.extend(calls)
+                    if self._thread is None:
+                        self._thread = threading.Thread(
+                            target=self._supervise, name=f"{self._label}-process", daemon=True
+                        )
+                        self._thread.start()
+                    elif self._proc is None:
+                        self._wanted.notify()
+            if closed:
+                error = ProcessDomainError(f"{self._label}: the process pool is shut down")
+                self._deliver([(call, ERR, error) for call in calls])
+                return
+        # While the worker has calls, new ones wait for its next outcomes (the pool's thread
+        # sends everything then, as one batch) unless a full batch is ready and the worker
+        # has room for it: the submitting thread makes no system call per call.
         in_flight = len(self._inflight)
         if in_flight < SEND_AT_ONCE_BELOW or (
             len(self._pending) >= self._batch_size
             and self._last_window - in_flight >= self._last_window // 2
         ):
             self._pump()
+
+    def _is_closed_now(self) -> bool:
+        """The closed flag, read again (no lock: a plain read of one attribute)."""
+        return self._closed
+
+    def _fail_late(self) -> None:
+        """Calls queued after :meth:`shutdown` took the queue: they fail (never run)."""
+        with self._lock:
+            late = list(self._pending)
+            self._pending.clear()
+        if late:
+            error = ProcessDomainError(f"{self._label}: the process pool is shut down")
+            self._deliver([(call, ERR, error) for call in late])
 
     def cancel(self, call: Call) -> bool:
         """Stop ``call``: unqueue it, tell the worker to skip it, or — when it is running —
@@ -564,7 +593,7 @@ class ProcPool:
                 room = window - in_flight
                 # Refill in chunks: while the worker still has calls queued, freed slots wait
                 # until half the window is free, so a steady stream crosses in batches.
-                if room <= 0 or (room < window // 2 and in_flight >= SEND_AT_ONCE_BELOW):
+                if room <= 0 or (room < window // 2 and in_flight >= RING_AT_ONCE_AT):
                     return
                 self._sending = True
                 count = min(room, self._batch_size, len(self._pending))
@@ -763,7 +792,7 @@ class ProcPool:
             # RING_EVERY outcomes or RING_PERIOD seconds; this thread then takes all that
             # arrived in one go (one wake-up per batch of outcomes, not one per outcome).
             in_flight = len(self._inflight)
-            counters[PARENT_WAITING] = 1 if in_flight <= SEND_AT_ONCE_BELOW else 0
+            counters[PARENT_WAITING] = 1 if in_flight <= RING_AT_ONCE_AT else 0
             if outbox.pending() and counters[PARENT_WAITING]:
                 ready: set[Any] = set()
             else:
@@ -780,8 +809,9 @@ class ProcPool:
                 alive = self._read(proc, reader, dead, results)
             self._take_outbox(proc, results)
             if results:
-                self._results(results)
-                self._pump()
+                # The worker gets its next calls before this thread settles the tokens of
+                # these outcomes, so that it runs them meanwhile.
+                self._results(results, refill=True)
             if not alive:
                 break
             if proc.kill_index:
@@ -838,7 +868,9 @@ class ProcPool:
                 self._recycled += 1
             _log.info("%s: recycling the worker process: %s", self._label, proc.reason)
 
-    def _results(self, results: list[tuple[Any, ...]]) -> None:
+    def _results(self, results: list[tuple[Any, ...]], refill: bool = False) -> None:
+        """Account for the outcomes that arrived and deliver them (after sending the worker
+        its next calls, with ``refill``)."""
         outcomes: list[Outcome] = []
         # per function: (bodies, wall, cpu) summed over this batch, folded in once below
         sums: dict[str, list[float]] = {}
@@ -873,6 +905,8 @@ class ProcPool:
                     ratio = share if ratio is None else ratio + 0.2 * (share - ratio)
             self._mean_body, self._cpu_ratio = mean, ratio
             self._completed += len(outcomes)
+        if refill:
+            self._pump()
         if outcomes:
             self._deliver(outcomes)
 

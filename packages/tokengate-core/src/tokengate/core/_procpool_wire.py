@@ -264,13 +264,24 @@ class Outbox:
         end = counters[self._written_at]
         values: list[object] = []
         problems: list[Exception] = []
-        while position < end:
-            (size,) = _LEN32.unpack(self._get(position, _LEN32.size))
-            data = self._get(position + _LEN32.size, size)
-            position += _LEN32.size + size
-            counters[self._read_at] = position
-            try:
-                values.append(pickle.loads(data))
-            except Exception as exc:
-                problems.append(exc)
+        if position >= end:
+            return values, problems
+        data = self._get(position, end - position)  # one copy of all that arrived
+        loads = pickle.loads
+        unpack = _LEN32.unpack_from
+        view = memoryview(data)
+        at = 0
+        total = len(data)
+        try:
+            while at < total:
+                (size,) = unpack(data, at)
+                at += _LEN32.size
+                try:
+                    values.append(loads(view[at : at + size]))
+                except Exception as exc:
+                    problems.append(exc)
+                at += size
+        finally:
+            view.release()
+        counters[self._read_at] = end  # consumed: the worker may write there again
         return values, problems
