@@ -259,13 +259,12 @@ class BodyProfile:
         self.cpu_ratio: float | None = None
         self.unpicklable = 0
 
-    def add(self, wall: float, cpu: float) -> None:
-        """Fold in one body."""
+    def add(self, wall: float, share: float | None) -> None:
+        """Fold in one body: its wall time and its CPU share (None when not measured)."""
         self.calls += 1
         mean = self.mean_body
         self.mean_body = wall if mean is None else mean + 0.1 * (wall - mean)
-        if wall > 0:
-            share = min(1.0, cpu / wall)
+        if share is not None:
             ratio = self.cpu_ratio
             self.cpu_ratio = share if ratio is None else ratio + 0.1 * (share - ratio)
 
@@ -872,7 +871,8 @@ class ProcPool:
         """Account for the outcomes that arrived and deliver them (after sending the worker
         its next calls, with ``refill``)."""
         outcomes: list[Outcome] = []
-        # per function: (bodies, wall, cpu) summed over this batch, folded in once below
+        # per function: [bodies, wall, sampled wall, sampled cpu] summed over this batch,
+        # folded in once below (the worker measures CPU time on a sample of the bodies)
         sums: dict[str, list[float]] = {}
         with self._lock:
             inflight = self._inflight
@@ -887,21 +887,22 @@ class ProcPool:
                 if kind != SKIPPED:
                     entry = sums.get(call.fn.name)
                     if entry is None:
-                        sums[call.fn.name] = [1.0, wall, cpu]
-                    else:
-                        entry[0] += 1.0
-                        entry[1] += wall
-                        entry[2] += cpu
+                        entry = sums[call.fn.name] = [0.0, 0.0, 0.0, 0.0]
+                    entry[0] += 1.0
+                    entry[1] += wall
+                    if cpu >= 0.0:
+                        entry[2] += wall
+                        entry[3] += cpu
             mean, ratio = self._mean_body, self._cpu_ratio
-            for name, (count, wall, cpu) in sums.items():
+            for name, (count, wall, sampled_wall, sampled_cpu) in sums.items():
                 profile = self._profile(name)
-                for _ in range(int(min(count, 8))):  # a batch weighs at most 8 bodies
-                    profile.add(wall / count, cpu / count)
-                profile.calls += int(count) - int(min(count, 8))
                 body = wall / count
+                share = min(1.0, sampled_cpu / sampled_wall) if sampled_wall > 0 else None
+                for _ in range(int(min(count, 8))):  # a batch weighs at most 8 bodies
+                    profile.add(body, share)
+                profile.calls += int(count) - int(min(count, 8))
                 mean = body if mean is None else mean + 0.2 * (body - mean)
-                if wall > 0:
-                    share = min(1.0, cpu / wall)
+                if share is not None:
                     ratio = share if ratio is None else ratio + 0.2 * (share - ratio)
             self._mean_body, self._cpu_ratio = mean, ratio
             self._completed += len(outcomes)
