@@ -106,10 +106,31 @@ def noop() -> None:
 
 @pytest.fixture
 def serial() -> Iterator[OperationsCoordinator]:
-    """One core, one worker: every token runs in submission order, one at a time."""
+    """One core, one standing worker: CPU-bound tokens run in submission order, one at a
+    time (a blocked body gives the CPU slot to the next token: see ``saturable``)."""
     coordinator = OperationsCoordinator(cores=1, workers_per_core=1).start()
     yield coordinator
     coordinator.stop(timeout=WAIT)
+
+
+@pytest.fixture
+def saturable() -> Iterator[OperationsCoordinator]:
+    """One core whose thread executor runs at most two bodies at once: one blocking body
+    (``max_blocking_threads=1``) and the one holding the CPU slot. Two blocked bodies
+    saturate it, and the next tokens wait in the domain's queue."""
+    coordinator = OperationsCoordinator(cores=1, workers_per_core=1, max_blocking_threads=1)
+    coordinator.start()
+    yield coordinator
+    coordinator.stop(timeout=WAIT)
+
+
+def _saturate(release: threading.Event, returned: list[int]) -> list[TaskToken[str]]:
+    """Start two blocked bodies on a ``saturable`` coordinator and wait until both run."""
+    started = [threading.Event(), threading.Event()]
+    blockers = [blocking(event, release, returned) for event in started]
+    for event in started:
+        assert event.wait(WAIT), "the second blocked body never started"
+    return blockers
 
 
 def _stop_in_thread(coordinator: OperationsCoordinator, **kwargs: Any) -> threading.Thread:
@@ -214,23 +235,39 @@ def test_kill_token_and_kill_operation(serial: OperationsCoordinator) -> None:
 
 
 # ---------------------------------------------------------------------- timeout
-def test_timeout_before_start_never_runs(serial: OperationsCoordinator) -> None:
+def test_timeout_before_start_never_runs(saturable: OperationsCoordinator) -> None:
+    release = threading.Event()
+    ran: list[object] = []
+    try:
+        blockers = _saturate(release, [])
+        late = record_with_timeout(ran, "late")  # waits in the saturated domain's queue
+        error = late.exception(WAIT)
+        assert isinstance(error, TokenTimeoutError)
+        assert isinstance(error, TimeoutError)
+        assert late.state is TIMEOUT
+        assert late.started_at is None
+    finally:
+        release.set()
+    assert [b.get(WAIT) for b in blockers] == ["done", "done"]
+    assert record(ran, "after").get(WAIT) == "after"
+    assert ran == ["after"]
+    assert saturable.stats().operations["ctl_record_late"].timeout == 1
+
+
+def test_a_token_does_not_wait_behind_one_blocked_body(serial: OperationsCoordinator) -> None:
+    """With one standing worker, a body blocked in a plain wait does not hold up the next
+    tokens: it loses the CPU slot and they run (in their order) while it still waits."""
     started, release = threading.Event(), threading.Event()
     ran: list[object] = []
     try:
         blocker = blocking(started, release, [])
         assert started.wait(WAIT)
-        late = record_with_timeout(ran, "late")
-        error = late.exception(WAIT)
-        assert isinstance(error, TokenTimeoutError)
-        assert isinstance(error, TimeoutError)
-        assert late.state is TIMEOUT
+        assert [record(ran, i).get(WAIT) for i in range(5)] == list(range(5))
+        assert not blocker.done()
     finally:
         release.set()
     assert blocker.get(WAIT) == "done"
-    assert record(ran, "after").get(WAIT) == "after"
-    assert ran == ["after"]
-    assert serial.stats().operations["ctl_record_late"].timeout == 1
+    assert ran == list(range(5))
 
 
 def test_timeout_while_running_releases_awaiters_at_once(serial: OperationsCoordinator) -> None:
@@ -475,27 +512,32 @@ def test_stop_while_paused_kills_the_held_tokens() -> None:
     assert all(t.state is KILLED for t in held)
 
 
-def test_stop_never_hangs_on_a_stuck_body_and_a_full_mailbox(
+def test_stop_never_hangs_on_stuck_bodies_and_a_full_queue(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    coordinator = OperationsCoordinator(cores=1, workers_per_core=1, mailbox_capacity=1).start()
-    started, forever = threading.Event(), threading.Event()
+    # saturated: one blocking body (max_blocking_threads=1) and one on the CPU slot are stuck
+    coordinator = OperationsCoordinator(cores=1, workers_per_core=1, max_blocking_threads=1)
+    coordinator.start()
+    started = [threading.Event(), threading.Event()]
+    forever = threading.Event()
     ran: list[object] = []
     try:
-        stuck = stuck_body(started, forever)
-        assert started.wait(WAIT)
+        stuck = [stuck_body(event, forever) for event in started]
+        for event in started:
+            assert event.wait(WAIT)
         queued = [record(ran, i) for i in range(20)]
-        assert coordinator.stats().cores[0].backlog > 0  # the mailbox is full
+        assert coordinator.stats().cores[0].depth == 20  # every one waits in the queue
         with caplog.at_level(logging.WARNING, logger="tokengate"):
             stopper = _stop_in_thread(coordinator, timeout=0.2)
             stopper.join(WAIT)
             assert not stopper.is_alive()
-        assert stuck.state is KILLED
+        assert all(t.state is KILLED for t in stuck)
         assert all(t.state is KILLED for t in queued)
         assert "abandoned" in caplog.text
         assert coordinator.stats().in_flight == 0
     finally:
         forever.set()
+        coordinator.stop(timeout=WAIT)  # a no-op once stopped; on a failure, no leftover
     assert ran == []
 
 

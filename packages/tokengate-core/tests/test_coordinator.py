@@ -26,6 +26,7 @@ from tokengate.core import (
     current_coordinator,
     task_token_guard,
 )
+from tokengate.core._threads import ThreadExecutor
 
 WAIT = 10.0
 
@@ -385,15 +386,24 @@ def test_history_is_bounded() -> None:
 def test_a_full_core_does_not_block_routing_to_other_cores(
     factory: Factory, gate: threading.Event
 ) -> None:
-    coord = factory(cores=3, workers_per_core=1, mailbox_capacity=1)
+    coord = factory(cores=3, workers_per_core=1, max_blocking_threads=1)
+    # one call that waits classifies the operation blocking: its bodies then take blocking
+    # slots (one here) instead of the CPU slot
+    warm = threading.Event()
+    timer = threading.Timer(0.05, warm.set)
+    timer.start()
+    assert block_heavy(warm).get(WAIT) == "heavy done"
+    timer.join()
+    backend = coord.backend("thread", 1)
+    assert isinstance(backend, ThreadExecutor)
+    assert backend.decisions()["coord.block_heavy"].kind == "blocking"
     started = threading.Event()
     heavy = [block_heavy(gate, started)]
     assert started.wait(WAIT)
-    # core 1 has one worker: one running, one in its mailbox, the rest in its backlog
+    # core 1 is full: one body runs, the rest wait in its queue
     heavy += [block_heavy(gate) for _ in range(4)]
     core1 = coord.stats().cores[0]
     assert core1.busy_workers == 1
-    assert core1.backlog == 3
     assert core1.depth == 4
     # other cores keep routing and running while core 1 is stuck
     others = [square(i) for i in range(100)]

@@ -1,10 +1,9 @@
-"""Routing layers 1, 3 and 10: weight → core ranges, staggered position counters and the
-least-loaded mailbox."""
+"""Routing: weight → core ranges, placement on the core with the fewest tokens in flight
+(equal cores take turns), and what the domain's thread executor guarantees a routed token:
+never queued behind a busy worker, never stranded, never failed for lack of room."""
 
 from __future__ import annotations
 
-import inspect
-import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -20,7 +19,6 @@ from tokengate.core import (
     Weight,
     task_token_guard,
 )
-from tokengate.core._workers import CoreDomain, WorkerPoolExecutor
 
 WAIT = 10.0
 
@@ -84,53 +82,97 @@ def test_real_tokens_land_in_their_weight_range(coordinator_factory: Factory, co
         assert all(t.tags["sticky_core"] == t.core_id for t in tokens)
 
 
-def _model(
-    weights: Sequence[Weight], cores: int, workers: int
-) -> list[tuple[int, int]]:  # (core, worker) per token
-    """SPEC §4 layer 3 as a reference model: staggered counters, smallest counter wins
-    (ties: lowest id), worker = counter % workers, the counter advances."""
-    counters = {core: (core - 1) * workers for core in range(1, cores + 1)}
-    placed = []
-    for weight in weights:
-        valid = EXPECTED_RANGES[cores][weight]
-        core = min(valid, key=lambda c: (counters[c], c))
-        placed.append((core, counters[core] % workers))
-        counters[core] += 1
-    return placed
+def _spread(tokens: Sequence[TaskToken[Any]]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for token in tokens:
+        assert token.core_id is not None
+        counts[token.core_id] = counts.get(token.core_id, 0) + 1
+    return counts
 
 
 @pytest.mark.parametrize(("cores", "workers"), [(3, 2), (5, 2), (5, 3), (2, 4)])
-def test_staggered_position_counters(
-    coordinator_factory: Factory, cores: int, workers: int
+@pytest.mark.parametrize("weight", list(Weight))
+def test_one_at_a_time_tokens_take_turns_over_their_cores(
+    coordinator_factory: Factory, cores: int, workers: int, weight: Weight
 ) -> None:
+    """Every token ends before the next is placed, so every core of the range has nothing in
+    flight each time: equal cores take turns, whatever ``workers_per_core`` is."""
     coordinator_factory(cores=cores, workers_per_core=workers)
-    pattern = [Weight.MEDIUM, Weight.LIGHT, Weight.MEDIUM, Weight.HEAVY, Weight.LIGHT]
-    weights = [pattern[i % len(pattern)] for i in range(60)]
-    placed = []
-    for i, weight in enumerate(weights):
+    valid = EXPECTED_RANGES[cores][weight]
+    tokens = []
+    for i in range(6 * len(valid)):
         token = OPS[weight](i)
-        token.get(WAIT)  # one at a time: every mailbox is empty when the next one is placed
-        assert token.core_id is not None
-        assert token.worker_id is not None
-        placed.append((token.core_id, token.worker_id))
-    assert placed == _model(weights, cores, workers)
+        assert token.get(WAIT) == i  # one at a time
+        tokens.append(token)
+    assert _spread(tokens) == dict.fromkeys(valid, 6)
 
 
-def test_first_tokens_follow_the_stagger(coordinator_factory: Factory) -> None:
-    # 5 cores x 2 workers: counters start at core2=2, core3=4, core4=6, core5=8, so the first
-    # MEDIUM tokens fill core 2 until it catches up with core 3, then alternate.
+def test_interleaved_weights_spread_over_their_ranges(coordinator_factory: Factory) -> None:
+    """Ranges overlap (MEDIUM 2..5, LIGHT 3..5): among equally loaded cores the least recently
+    given one wins, so no weight piles onto the first core of its range."""
     coordinator_factory(cores=5, workers_per_core=2)
-    cores = []
+    pattern = [Weight.MEDIUM, Weight.LIGHT, Weight.MEDIUM, Weight.HEAVY, Weight.LIGHT]
+    by_weight: dict[Weight, list[TaskToken[int]]] = {weight: [] for weight in Weight}
+    for i in range(60):
+        weight = pattern[i % len(pattern)]
+        token = OPS[weight](i)
+        assert token.get(WAIT) == i
+        by_weight[weight].append(token)
+    for weight, tokens in by_weight.items():
+        counts = _spread(tokens)
+        valid = EXPECTED_RANGES[5][weight]
+        assert set(counts) <= set(valid)
+        assert len(counts) >= min(2, len(valid)), f"{weight.value}: {counts}"
+        if len(valid) > 1:
+            assert max(counts.values()) <= len(tokens) // 2, f"{weight.value}: {counts}"
+
+
+def test_first_tokens_spread_over_the_range(coordinator_factory: Factory) -> None:
+    # 5 cores: MEDIUM is cores 2..5; nothing in flight anywhere, so the first tokens take
+    # turns (no core starts ahead of another whatever workers_per_core is)
+    coordinator_factory(cores=5, workers_per_core=2)
+    tokens = []
     for i in range(8):
         token = medium_op(i)
         token.get(WAIT)
-        cores.append(token.core_id)
-    assert cores == [2, 2, 2, 3, 2, 3, 2, 3]
+        tokens.append(token)
+    assert _spread(tokens) == {2: 2, 3: 2, 4: 2, 5: 2}
 
 
-def test_least_loaded_mailbox_wins_over_the_position(
+def test_held_tokens_count_in_flight_and_steer_the_next_ones(
     coordinator_factory: Factory, gate: threading.Event
 ) -> None:
+    """Placement counts tokens in flight: while core 2 holds three blocked tokens, the next
+    MEDIUM tokens go to the other cores until they hold as many; once the held ones end,
+    core 2 counts nothing again."""
+    coordinator = coordinator_factory(cores=4, workers_per_core=2)  # MEDIUM: cores 2, 3, 4
+
+    @task_token_guard(operation_type="routing.held", tags={"weight": "medium"})
+    def held(index: int) -> int:
+        gate.wait(WAIT)
+        return index
+
+    first = [held(i) for i in range(3)]  # free routing (distinct keys): one per core
+    assert _spread(first) == {2: 1, 3: 1, 4: 1}
+    more = [held(i) for i in range(3, 9)]
+    assert _spread(more) == {2: 2, 3: 2, 4: 2}
+    assert coordinator._router.in_flight() == {1: 0, 2: 3, 3: 3, 4: 3}
+    gate.set()
+    assert [t.get(WAIT) for t in first + more] == list(range(9))
+    # a waiter may wake before the ending thread has run the release steps: poll for them
+    for _ in range(int(WAIT / 0.01)):
+        if coordinator._router.in_flight() == {1: 0, 2: 0, 3: 0, 4: 0}:
+            break
+        threading.Event().wait(0.01)
+    assert coordinator._router.in_flight() == {1: 0, 2: 0, 3: 0, 4: 0}
+
+
+def test_a_token_is_never_queued_behind_busy_workers_while_another_may_run_it(
+    coordinator_factory: Factory,
+) -> None:
+    """Core 1 (HEAVY) runs three blocked bodies on its three standing workers; new HEAVY
+    tokens still run at once (the domain's workers share one queue and the executor adds a
+    thread), instead of waiting in a busy worker's mailbox."""
     coordinator = coordinator_factory(cores=2, workers_per_core=3)
     own_gates = [threading.Event() for _ in range(3)]
     started = [threading.Event() for _ in range(3)]
@@ -142,32 +184,25 @@ def test_least_loaded_mailbox_wins_over_the_position(
         return index
 
     try:
-        blockers = [blocker(i) for i in range(3)]  # positions 0, 1, 2 → workers 0, 1, 2
+        blockers = [blocker(i) for i in range(3)]
         for event in started:
             assert event.wait(WAIT)
-        assert [b.worker_id for b in blockers] == [0, 1, 2]
-        queued = [heavy_op(100), heavy_op(101)]  # positions 3, 4 → mailboxes of workers 0, 1
-        own_gates[2].set()
-        assert blockers[2].get(WAIT) == 2  # worker 2 is idle from now on
-        filler = heavy_op(102)  # position 5 → worker 2 (its own, empty mailbox)
-        assert filler.get(WAIT) == 102
-        assert filler.worker_id == 2
-        # positions 6 and 7 point at workers 0 and 1, whose mailboxes hold a token each:
-        # the least-loaded mailbox (worker 2) gets them instead
-        moved = []
-        for value in (103, 104):
+        assert {b.core_id for b in blockers} == {1}
+        for value in range(100, 106):
             token = heavy_op(value)
-            assert token.get(WAIT) == value  # one at a time: worker 2's mailbox is empty again
-            moved.append(token)
-        assert [t.worker_id for t in moved] == [2, 2]
-        assert not any(t.done() for t in queued)
+            assert token.get(WAIT) == value
+            assert token.core_id == 1
+        assert not any(b.done() for b in blockers)
         core1 = coordinator.stats().cores[0]
-        assert core1.busy_workers == 2
-        assert core1.depth == 2
+        assert core1.busy_workers == 3
+        assert core1.depth == 0
+        own_gates[2].set()
+        assert blockers[2].get(WAIT) == 2
+        assert heavy_op(106).get(WAIT) == 106
     finally:
         for event in own_gates:
             event.set()
-    assert [t.get(WAIT) for t in queued] == [100, 101]
+    assert [b.get(WAIT) for b in blockers] == [0, 1, 2]
 
 
 def test_sticky_tokens_share_a_core_and_free_ones_spread(
@@ -221,91 +256,43 @@ def test_sticky_anchor_names_the_key(
     assert a.get(WAIT) == b.get(WAIT) == 1
 
 
-class _StaleCheckMailbox:
-    """Wraps a worker's mailbox. The first time the dispatcher reads its depth while holding
-    the backlog lock (the "is every mailbox full?" check), the reading is taken, then the
-    worker is let go and allowed to drain everything and go idle, and only then is the
-    (now stale) reading returned: the interleaving a preempted dispatcher thread can meet."""
+def test_tokens_submitted_while_the_only_worker_goes_idle_are_never_stranded(
+    coordinator_factory: Factory,
+) -> None:
+    """One standing worker; four threads submit short calls as fast as they can, so tokens
+    keep arriving while the worker finishes a body and parks (the lost wake-up window).
+    Every token must still run: a stranded one would time out here."""
+    coordinator_factory(cores=1, workers_per_core=1)
+    submitters = 4
+    per_thread = 400
+    tokens: list[list[TaskToken[int]]] = [[] for _ in range(submitters)]
+    barrier = threading.Barrier(submitters)
 
-    def __init__(
-        self,
-        inner: Any,
-        domain: Any,
-        release: threading.Event,
-        worker_idle: Callable[[], bool],
-    ) -> None:
-        self.inner = inner
-        self.domain = domain
-        self.release = release
-        self.worker_idle = worker_idle
-        self.armed_for = threading.get_ident()
+    def submit(index: int) -> None:
+        barrier.wait(WAIT)
+        mine = tokens[index]
+        for i in range(per_thread):
+            mine.append(medium_op(index * per_thread + i))
+            if i % 50 == 49:
+                mine[-1].get(WAIT)  # the worker drains and goes idle now and then
 
-    def put(self, item: Any) -> None:
-        self.inner.put(item)
-
-    def get(self) -> Any:
-        return self.inner.get()
-
-    def qsize(self) -> int:
-        size: int = self.inner.qsize()
-        if self.armed_for == threading.get_ident() and self.domain._backlog_lock.locked():
-            self.armed_for = 0
-            self.release.set()
-            idle = threading.Event()
-            for _ in range(int(WAIT / 0.005)):
-                if self.worker_idle():
-                    break
-                idle.wait(0.005)  # polling a thread's position: no event exists for it
-        return size
-
-
-def test_a_backlogged_token_is_not_stranded(coordinator_factory: Factory) -> None:
-    coordinator = coordinator_factory(cores=1, workers_per_core=1, mailbox_capacity=1)
-    backend = coordinator.backend("thread", 1)
-    assert isinstance(backend, WorkerPoolExecutor)
-    domain = backend.domain
-    worker = domain.workers[0]
-    release = threading.Event()
-    started = threading.Event()
-
-    @task_token_guard(operation_type="routing.stranded_blocker", tags={"hash_policy": "none"})
-    def blocker() -> str:
-        started.set()
-        release.wait(WAIT)
-        return "blocker"
-
-    lines, first = inspect.getsourcelines(WorkerPoolExecutor._worker_main)
-    get_line = first + next(i for i, line in enumerate(lines) if "= get()" in line)
-    assert worker.thread is not None
-    ident = worker.thread.ident
-
-    def worker_idle() -> bool:
-        """The worker ran out of work: asleep on its empty mailbox, or (in a design that
-        checks the backlog under its lock before sleeping) waiting for that lock."""
-        frame = sys._current_frames().get(ident or 0)
-        if frame is None or worker.busy or worker.mailbox.qsize():
-            return False
-        asleep = frame.f_code.co_name == "_worker_main" and frame.f_lineno == get_line
-        return asleep or frame.f_code.co_name == "refill"
-
-    running = blocker()
-    assert started.wait(WAIT)
-    queued = medium_op(1)  # fills the only mailbox (capacity 1)
-    worker.mailbox = _StaleCheckMailbox(worker.mailbox, domain, release, worker_idle)  # type: ignore[assignment]
-    late = medium_op(2)  # every mailbox looked full: it goes to the backlog
-    try:
-        assert running.get(WAIT) == "blocker"
-        assert queued.get(WAIT) == 1
-        assert late.get(timeout=1.0) == 2, "the backlogged token was never run"
-    finally:
-        release.set()
-        coordinator.stop(timeout=1.0)
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(submitters)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+        assert not thread.is_alive()
+    everything = [t for mine in tokens for t in mine]
+    assert len(everything) == submitters * per_thread
+    assert sorted(t.get(WAIT) for t in everything) == list(range(submitters * per_thread))
 
 
 def test_a_child_is_not_queued_behind_the_parent_waiting_for_it(
     coordinator_factory: Factory,
 ) -> None:
-    coordinator_factory(cores=2, workers_per_core=2)  # MEDIUM: core 2, counter starts at 2
+    # one core, one standing worker: the parent runs on it and then waits for its child on
+    # the same core; the wait hands the worker's place back, so the child runs meanwhile
+    coordinator_factory(cores=1, workers_per_core=1)
     go = threading.Event()
     running = threading.Event()
 
@@ -313,38 +300,42 @@ def test_a_child_is_not_queued_behind_the_parent_waiting_for_it(
     def parent() -> int:
         running.set()
         go.wait(WAIT)
-        return medium_op(7).get(timeout=1.0)  # the child: position 4 → worker 0
+        return medium_op(7).get(timeout=WAIT)
 
-    waiting = parent()  # position 2 → worker 0
+    waiting = parent()
     assert running.wait(WAIT)
-    assert waiting.worker_id == 0
-    assert medium_op(1).get(WAIT) == 1  # position 3 → worker 1, which is idle again
+    assert medium_op(1).get(WAIT) == 1  # not queued behind the running parent either
     go.set()
     assert waiting.get(WAIT) == 7
+    assert waiting.core_id == 1
 
 
-def test_a_full_mailbox_on_the_least_loaded_worker_sends_the_token_to_one_with_room(
+def test_a_burst_on_a_saturated_core_waits_in_its_queue_and_every_token_runs(
     coordinator_factory: Factory,
 ) -> None:
-    """Load counts a running body, so an idle worker with a full mailbox can weigh as little as
-    a busy one with room. Dispatch must use the one with room (it once recursed until the stack
-    overflowed, failing the token)."""
-    coordinator = coordinator_factory(cores=1, workers_per_core=2)
-    coordinator.pause()
-    token = medium_op(3)  # held: WAITING, not yet routed
-    held_state = token.state
-    assert held_state is TokenState.WAITING
-    assert token._move(frozenset({TokenState.WAITING}), TokenState.ADMITTED)  # as routing does
-    domain = CoreDomain(core_id=1, workers=2, capacity=2, cpu=None)  # no threads behind it
-    busy_with_room, idle_but_full = domain.workers
-    busy_with_room.busy = True
-    busy_with_room.mailbox.put(None)  # load 1 queued + 1 running = 2
-    idle_but_full.mailbox.put(None)
-    idle_but_full.mailbox.put(None)  # load 2, mailbox full
-    domain.dispatch(token, position=1)  # the position points at the full mailbox
-    assert token.state is TokenState.ADMITTED
-    assert busy_with_room.mailbox.qsize() == 2
-    assert idle_but_full.mailbox.qsize() == 2
-    assert not domain.backlog
-    token.kill("test over")
-    coordinator.resume()
+    """A domain that may run no more bodies (two blocked bodies: one blocking slot with
+    ``max_blocking_threads=1``, the other holding the CPU slot) queues a burst instead of
+    failing it; every token then runs once, with its own result."""
+    coordinator = coordinator_factory(cores=1, workers_per_core=1, max_blocking_threads=1)
+    release = threading.Event()
+    started = [threading.Event(), threading.Event()]
+
+    @task_token_guard(operation_type="routing.saturating", tags={"hash_policy": "none"})
+    def saturating(index: int) -> int:
+        started[index].set()
+        release.wait(WAIT)
+        return index
+
+    try:
+        blockers = [saturating(0), saturating(1)]
+        for event in started:
+            assert event.wait(WAIT)
+        burst = [medium_op(i) for i in range(500)]
+        assert all(t.state is TokenState.ADMITTED for t in burst)
+        core1 = coordinator.stats().cores[0]
+        assert core1.depth == 500
+        assert core1.busy_workers == 2
+    finally:
+        release.set()
+    assert [t.get(WAIT) for t in blockers] == [0, 1]
+    assert [t.get(WAIT) for t in burst] == list(range(500))

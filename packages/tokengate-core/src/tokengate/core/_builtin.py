@@ -29,10 +29,10 @@ OWNER = "tokengate-core"
 _DEFAULT_POLICY = DefaultRoutingPolicy()
 
 #: The built-in executors, imported only when a coordinator first uses them.
-THREAD_EXECUTOR = "tokengate.core._workers:WorkerPoolExecutor"
-#: The domain scheduler (shared queues, managed blocking, GIL-aware): opt-in as "scheduler"
-#: until it becomes the default ``thread`` executor.
-SCHEDULER_EXECUTOR = "tokengate.core._thread_executor:make_thread_executor"
+#: ``thread`` is the domain scheduler (shared queues, managed blocking, GIL-aware); the
+#: name ``scheduler`` stays an alias of it for coordinators that opted in by that name.
+THREAD_EXECUTOR = "tokengate.core._thread_executor:make_thread_executor"
+SCHEDULER_EXECUTOR = THREAD_EXECUTOR
 PROCESS_EXECUTOR = "tokengate.core._process:ProcessExecutor"
 
 

@@ -2,7 +2,8 @@
 
 Per operation (once, then cached): the valid cores of its weight and its executor's row of
 backends. Per token: the routing extensions (conductor) or the policy's choice, else the
-sticky pin or the least-advanced position counter of its cores; then admission
+sticky pin or the core of its weight with the fewest tokens in flight (ties taken in turn);
+then admission
 (``WAITING`` → ``ADMITTED``), a storage slot when the operation has a tier, and the hand-off
 to the domain's backend. Locality is decided here, before and whatever the executor.
 """
@@ -37,6 +38,10 @@ _TERMINAL = frozenset(
     {TokenState.COMPLETED, TokenState.FAILED, TokenState.KILLED, TokenState.TIMEOUT}
 )
 
+#: The pin of a token routed without a sticky key: its terminal move still releases it, which
+#: uncounts the token on its core.
+_UNKEYED: Any = object()
+
 #: Per operation: its valid cores and its executor's backends by core id.
 _Route = tuple[tuple[int, ...], list[ExecutorBackend | None], str]
 
@@ -46,8 +51,8 @@ class Router:
 
     Args:
         cores: number of core domains (1..cores).
-        workers_per_core: staggers the position counters (core c starts at
-            ``(c - 1) * workers_per_core``).
+        workers_per_core: accepted for the coordinator's call; placement does not use it
+            (every core starts with no token in flight).
         backends: the coordinator's backends.
         storage: the storage tiers' slot counters.
         default_executor: the executor of operations whose tags name none.
@@ -61,8 +66,10 @@ class Router:
         "_default",
         "_lock",
         "_routes",
+        "_stamps",
         "_sticky",
         "_storage",
+        "_turn",
     )
 
     def __init__(
@@ -74,7 +81,13 @@ class Router:
         default_executor: str,
     ) -> None:
         self._cores = cores
-        self._counters = [0] + [(core - 1) * workers_per_core for core in range(1, cores + 1)]
+        #: Tokens in flight per core (index 0 unused): counted when placed, uncounted by the
+        #: terminal move (``release_sticky``), both under ``_lock``.
+        self._counters = [0] * (cores + 1)
+        #: When each core was last given a token (a sequence number): among equally loaded
+        #: cores the least recently given one wins, so equal cores take turns.
+        self._stamps = [0] * (cores + 1)
+        self._turn = 0
         self._backends = backends
         self._storage = storage
         self._default = default_executor
@@ -176,6 +189,7 @@ class Router:
         plan = plan_of(token)
         cores, row, name = self._route_of(plan)
         core: int | None = None
+        candidate = 0
         if plan.ext_route:
             candidate = self._candidate(cores)
             for ext in plan.ext_route:
@@ -189,7 +203,9 @@ class Router:
                     break
         if core is None and plan.chooses_cores:
             try:
-                core = plan.policy.choose_core(token, self._candidate(cores), self._cores)
+                core = plan.policy.choose_core(
+                    token, candidate or self._candidate(cores), self._cores
+                )
             except Exception as exc:
                 raise PluginError(
                     f"routing policy {plan.policy!r} failed for {token.token_id}: {exc!r}"
@@ -218,12 +234,16 @@ class Router:
                     token._pin = pin  # before the hold: releasing a pin never taken is a no-op
                     core = self._sticky.acquire(pin, core)
                     token._sticky_key = key
+            if pin is None:
+                token._pin = _UNKEYED  # released by the terminal move like a key's pin
             counters[core] += 1
-        if pin is not None and token._tstate in _TERMINAL:
+            turn = self._turn = self._turn + 1
+            self._stamps[core] = turn
+            token._core_id = core
+        if token._tstate in _TERMINAL:
             # killed or timed out while being routed: its terminal move may have missed the pin
             self.release_sticky(token)
             return None
-        token._core_id = core
         backend = row[core]
         if backend is None:
             backend = self._backends.get(name, core)
@@ -231,13 +251,19 @@ class Router:
         return backend
 
     def _candidate(self, cores: tuple[int, ...]) -> int:
+        """The core of ``cores`` with the fewest tokens in flight; among equal ones, the one
+        given a token least recently (so equal cores take turns)."""
         counters = self._counters
+        stamps = self._stamps
         best = cores[0]
         low = counters[best]
+        last = stamps[best]
         for core in cores:
-            if counters[core] < low:
+            count = counters[core]
+            if count < low or (count == low and stamps[core] < last):
                 best = core
-                low = counters[core]
+                low = count
+                last = stamps[core]
         return best
 
     def _admit(self, token: TaskToken[Any], backend: ExecutorBackend) -> bool:
@@ -259,9 +285,20 @@ class Router:
 
     # ------------------------------------------------------------------ release steps
     def release_sticky(self, token: TaskToken[Any]) -> None:
-        """Release the token's pin exactly once (routing and the terminal move may race)."""
+        """Release the token's pin exactly once (routing and the terminal move may race): the
+        hold on its sticky key, if it has one, and its count in flight on its core."""
         with self._lock:
-            self._sticky.release_token(token)
+            pin = token._pin
+            if pin is None:
+                return
+            if pin is _UNKEYED:
+                token._pin = None
+            else:
+                self._sticky.release_token(token)
+            counters = self._counters
+            core = token._core_id
+            if core is not None and counters[core] > 0:
+                counters[core] -= 1
 
     def release_slot(self, token: TaskToken[Any]) -> None:
         """Give back the token's storage slot (exactly once) and pass it to the oldest parked
@@ -318,6 +355,12 @@ class Router:
                 key = (pin[0], f"#{pin[1] & 0xFFFFFFFFFFFF:x}")
             snapshot[StickyRegistry.describe(key)] = core
         return snapshot
+
+    def in_flight(self) -> dict[int, int]:
+        """Tokens placed and not yet ended, per core: ``{core: count}``."""
+        with self._lock:
+            counters = self._counters
+            return {core: counters[core] for core in range(1, self._cores + 1)}
 
     @property
     def sticky_pins(self) -> int:
