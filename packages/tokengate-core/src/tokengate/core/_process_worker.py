@@ -50,14 +50,17 @@ LOADING = 3
 OUTBOX_WRITTEN = 4
 OUTBOX_READ = 5
 PARENT_WAITING = 6
+#: The parent asks for a ring once the call with this index (or a later one) has ended: half
+#: of the calls it sent are done, time to send more (0: no such request).
+RING_AT = 7
 #: How many shared counters a worker process and its parent share.
-COUNTERS = 7
+COUNTERS = 8
 #: Bytes of the shared outbox of outcomes (larger outcomes go over the socket).
 OUTBOX_SIZE = 1 << 20
 #: The worker rings its parent about new outcomes in the outbox when the parent waits on few
 #: calls, when it has nothing queued, after this many outcomes, or this many seconds.
-RING_EVERY = 32
-RING_PERIOD = 0.002
+RING_EVERY = 64
+RING_PERIOD = 0.004
 #: CPU time is measured on the first CPU_SAMPLE_FIRST bodies of each function, then on one
 #: in CPU_SAMPLE_EVERY (each measurement costs two system calls).
 CPU_SAMPLE_FIRST = 16
@@ -247,12 +250,17 @@ class _Worker:
             if small and self.outbox.write(payload):
                 self.unrung += 1
                 now = time.perf_counter()
+                counters = self.counters
+                ring_at = counters[RING_AT]
                 if (
-                    self.counters[PARENT_WAITING]
+                    counters[PARENT_WAITING]
+                    or (ring_at and batch[0][0] >= ring_at)
                     or not self.inbox
                     or self.unrung >= RING_EVERY
                     or now - self.rung_at >= RING_PERIOD
                 ):
+                    if ring_at:
+                        counters[RING_AT] = 0
                     self.unrung = 0
                     self.rung_at = now
                     with self.send_lock:

@@ -57,6 +57,7 @@ from ._process_worker import (
     OUTBOX_SIZE,
     OUTBOX_WRITTEN,
     PARENT_WAITING,
+    RING_AT,
     SKIPPED,
     START_NS,
     STARTED,
@@ -604,6 +605,10 @@ class ProcPool:
             failed: list[Outcome] = []
             try:
                 self._send_batch(proc, batch, failed)
+                if window > 2 * RING_AT_ONCE_AT:
+                    # Ring when half the window is free again: the next calls then go before
+                    # the worker runs out (instead of when its queue is empty).
+                    proc.counters[RING_AT] = max(1, proc.next_index - window // 2)
             finally:
                 with self._lock:
                     self._sending = False
