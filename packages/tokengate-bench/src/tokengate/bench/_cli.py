@@ -418,7 +418,7 @@ def _cmd_noop(args: argparse.Namespace, out: Output) -> int:
     from ._bench import run_noop
     from ._render import render_noop, render_targets
 
-    result = run_noop(args.noop, args.rounds) if args.noop else None
+    result = run_noop(args.noop, args.rounds, executor=args.executor) if args.noop else None
     if result is None:
         out.line("nothing to run: --noop 0")
         return EXIT_OK

@@ -182,7 +182,7 @@ def render_noop(out: Output, noop: NoopResult) -> None:
                 " ".join(rate(r) for r in noop.tokengate_rates),
             ],
             [
-                "ThreadPoolExecutor",
+                noop.pool_title,
                 rate(noop.threadpool),
                 " ".join(rate(r) for r in noop.threadpool_rates),
             ],
