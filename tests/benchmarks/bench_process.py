@@ -11,6 +11,11 @@
 4. A 100 MB numpy array sent to a worker process and back: the process pool (protocol-5
    out-of-band buffers, received straight into place) against ``ProcessPoolExecutor`` (the
    array copied into and out of pickles): time and the parent's peak of extra memory.
+5. Cost per token (``--only cost``): CPU time and context switches per token in the
+   coordinator's process (all its threads) and in its worker processes, over a burst of
+   no-op tokens and over a wave of the seed workload, with the loop's CPU per token for the
+   seed bodies. CPU time barely moves when other jobs share the machine: the figure to
+   compare between runs. Linux only (``/proc``).
 
 Run from the repository root::
 
@@ -275,6 +280,95 @@ def measure_array(megabytes: int, repeats: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in results.items()}
 
 
+# --------------------------------------------------------------------------- 5. cost per token
+def _threads_of(pid: int) -> tuple[float, int]:
+    """CPU seconds and context switches (voluntary + not) of every thread of ``pid``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = 0.0
+    switches = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / ticks
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                for line in status:
+                    if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")):
+                        switches += int(line.split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended meanwhile
+    return cpu, switches
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == me:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _snapshot() -> tuple[float, int, float, int]:
+    parent = _threads_of(os.getpid())
+    workers = [_threads_of(pid) for pid in _children()]
+    return (
+        parent[0],
+        parent[1],
+        sum(cpu for cpu, _ in workers),
+        sum(switches for _, switches in workers),
+    )
+
+
+def _cost(run: Callable[[], None], count: int, repeats: int) -> dict[str, float]:
+    samples: list[tuple[float, ...]] = []
+    for _ in range(repeats):
+        gc.collect()
+        before = _snapshot()
+        start = time.perf_counter()
+        run()
+        wall = time.perf_counter() - start
+        after = _snapshot()
+        delta = [(a - b) / count for a, b in zip(after, before, strict=True)]
+        samples.append((wall / count * 1e6, delta[0] * 1e6, delta[1], delta[2] * 1e6, delta[3]))
+    keys = ("wall us", "parent cpu us", "parent switches", "worker cpu us", "worker switches")
+    return {key: statistics.median(s[i] for s in samples) for i, key in enumerate(keys)}
+
+
+def measure_cost(burst: int, wave: int, repeats: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """Per token: wall time, CPU and context switches of the coordinator's process and of its
+    worker processes (medians), for a no-op burst and for a seed wave; and the loop's CPU."""
+    calls = _wave_calls(wave)
+    index = {op.name: i for i, op in enumerate(workload.OPERATIONS)}
+    seed_ops = [SEED_PROCESS[index[c.operation.name]] for c in calls]
+
+    def noop_burst() -> None:
+        asyncio.run(_gather([noop_process() for _ in range(burst)]))
+
+    def seed_wave() -> None:
+        asyncio.run(_gather([op(*c.args) for op, c in zip(seed_ops, calls, strict=True)]))
+
+    out: dict[str, Any] = {}
+    with OperationsCoordinator(**settings):
+        noop_burst()  # starts the worker processes and measures the bodies
+        seed_wave()
+        seed_wave()  # a domain with a backlog has grown its processes by now
+        out["noop"] = _cost(noop_burst, burst, repeats)
+        out["seed"] = _cost(seed_wave, wave, repeats)
+    loop_cpu = []
+    for _ in range(repeats):
+        start = time.process_time()
+        _loop_wave(calls)
+        loop_cpu.append((time.process_time() - start) / wave * 1e6)
+    out["loop cpu us"] = statistics.median(loop_cpu)
+    return out
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--burst", type=int, default=10_000, help="no-op tokens per burst")
@@ -290,8 +384,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--body-ms", type=float, default=8.0, help="CPU body length (>= 5)")
     parser.add_argument("--tokens", type=int, default=80, help="CPU-heavy tokens per sample")
     parser.add_argument("--array-mb", type=int, default=100, help="array size for section 4")
+    parser.add_argument("--cost-wave", type=int, default=4096, help="seed wave for section 5")
     parser.add_argument(
-        "--only", choices=("burst", "seed", "cpu", "array"), help="run one section only"
+        "--only",
+        choices=("burst", "seed", "cpu", "array", "cost"),
+        help="run one section only",
     )
     return parser.parse_args(argv)
 
@@ -339,6 +436,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for label, side in (("process pool", "pool"), ("ProcessPoolExecutor", "ppe")):
             seconds, peak = arr[f"{side} s"], arr[f"{side} peak MB"]
             print(f"   {label:<21} {seconds:6.3f} s   peak extra {peak:7.1f} MB")
+    if args.only in (None, "cost") and os.path.isdir("/proc/self/task"):
+        cost = measure_cost(args.burst, args.cost_wave, args.repeats, settings)
+        out["cost"] = cost
+        print(f"\n5. cost per token (median of {args.repeats}; {_load()})")
+        print("   run          wall us  parent CPU us  parent switches  worker CPU us  switches")
+        for name, label in (("noop", f"no-op x{args.burst}"), ("seed", f"seed x{args.cost_wave}")):
+            c = cost[name]
+            print(
+                f"   {label:<12} {c['wall us']:7.1f}  {c['parent cpu us']:13.1f}  "
+                f"{c['parent switches']:15.2f}  {c['worker cpu us']:13.1f}  "
+                f"{c['worker switches']:8.2f}"
+            )
+        print(
+            f"   one-thread loop over the seed bodies: {cost['loop cpu us']:.1f} µs CPU per token"
+        )
     return out
 
 
