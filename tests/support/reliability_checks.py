@@ -7,6 +7,7 @@ attributes the core documents: ``sticky_key``, ``core_id``, ``conductor_seed``,
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
@@ -123,9 +124,10 @@ def conductor_violations(
 
 
 def live_worker_threads(coordinator: OperationsCoordinator) -> int:
-    """How many worker threads of ``coordinator`` are alive now."""
-    prefix = f"{coordinator.name}-core"
-    return sum(1 for t in threading.enumerate() if t.name.startswith(prefix) and "-w" in t.name)
+    """How many worker threads of ``coordinator`` are alive now (the thread executor names
+    them ``<coordinator>-core<N>-t<i>``)."""
+    worker = re.compile(rf"{re.escape(coordinator.name)}-core\d+-t\d+")
+    return sum(1 for t in threading.enumerate() if worker.fullmatch(t.name))
 
 
 class TerminalLedger:

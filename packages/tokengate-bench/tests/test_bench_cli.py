@@ -367,10 +367,11 @@ def test_cache_storm_detects_broken_stickiness(
 ) -> None:
     from tokengate.core._sticky import StickyRegistry
 
+    pinning = StickyRegistry.acquire
+
     def forgetful_acquire(self: StickyRegistry, key: Any, candidate: int) -> int:
-        pin = self._pins.setdefault(key, [candidate, 0])
-        pin[1] += 1
-        return candidate  # ignores the pin: identical calls drift with the counters
+        pinning(self, key, candidate)  # the hold is counted (and released) as usual...
+        return candidate  # ...but the pin is ignored: identical calls drift with the load
 
     monkeypatch.setattr(StickyRegistry, "acquire", forgetful_acquire)
     out = tmp_path / "storm.json"

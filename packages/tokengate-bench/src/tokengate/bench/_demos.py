@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokengate.core import OperationsCoordinator, TaskToken, task_token_guard
+from tokengate.core import (
+    DefaultRoutingPolicy,
+    OperationsCoordinator,
+    TaskToken,
+    Weight,
+    task_token_guard,
+)
 
 from . import _workload
 from ._stats import percentile
@@ -107,6 +113,27 @@ def _wait_all(tokens: Sequence[TaskToken[Any]], timeout: float) -> list[TaskToke
         except TimeoutError:
             break
     return [t for t in tokens if not t.done()]
+
+
+def _per_core(tokens: Sequence[TaskToken[Any]]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for token in tokens:
+        if token.core_id is not None:
+            counts[token.core_id] = counts.get(token.core_id, 0) + 1
+    return counts
+
+
+def _spread_rows(cores: Sequence[int], columns: Sequence[dict[int, int]]) -> list[list[str]]:
+    """One row per core: the core, then its count in each column."""
+    return [[str(core), *(str(column.get(core, 0)) for column in columns)] for core in cores]
+
+
+def _evenly(counts: dict[int, int], cores: Sequence[int]) -> bool:
+    """Whether ``counts`` over ``cores`` differ by at most one (nothing outside ``cores``)."""
+    if set(counts) - set(cores):
+        return False
+    values = [counts.get(core, 0) for core in cores]
+    return max(values) - min(values) <= 1
 
 
 # ====================================================================== cache storm
@@ -207,7 +234,9 @@ def run_cache_storm(
     ]
     spread_cores = sorted({t.core_id for t in spread if t.core_id is not None})
     anchor_cores = sorted({c for c in anchor_core.values() if c is not None})
-    medium_cores = max(1, cores - 1)
+    weight_cores = tuple(DefaultRoutingPolicy().cores_for(Weight.MEDIUM, cores))
+    medium_cores = len(weight_cores)
+    keys_per_core = _per_core(anchors)
 
     result.check(
         "the injector thread fired every call",
@@ -238,6 +267,11 @@ def run_cache_storm(
             f"{distinct} distinct calls on cores {spread_cores}",
         )
     result.check(
+        "keys spread evenly over the cores of their weight (at most one apart)",
+        _evenly(keys_per_core, weight_cores),
+        "keys per core: " + ", ".join(f"core {c}: {keys_per_core.get(c, 0)}" for c in weight_cores),
+    )
+    result.check(
         "every anchor held until released",
         all(storm.held.get(key, False) for key in storm.held) and len(storm.held) == keys,
         f"{sum(storm.held.values())}/{keys} anchors released by the event",
@@ -264,6 +298,13 @@ def run_cache_storm(
     result.tables.append(
         ("Keys and their anchors", ("key", "core", "identical calls", "misses"), per_key)
     )
+    result.tables.append(
+        (
+            "Spread per core",
+            ("core", "keys", "identical calls", "distinct calls"),
+            _spread_rows(weight_cores, [keys_per_core, _per_core(identical), _per_core(spread)]),
+        )
+    )
     result.notes.append(
         f"{keys} anchors, {len(identical):,} identical and {len(spread):,} distinct calls on "
         f"{cores} cores in {elapsed:.2f} s"
@@ -278,6 +319,7 @@ def run_cache_storm(
             "distinct_calls": len(spread),
             "misses": len(misses),
             "anchor_cores": anchor_cores,
+            "keys_per_core": {str(c): keys_per_core.get(c, 0) for c in weight_cores},
             "distinct_cores": spread_cores,
             "pins_during_storm": len(pins_during),
             "pins_after": len(pins_after),
@@ -424,6 +466,8 @@ def run_conductor(
         )
 
     expected_members = leads * children * (1 + grandchildren)
+    lead_range = tuple(DefaultRoutingPolicy().cores_for(Weight.MEDIUM, cores))
+    leads_per_core = _per_core(lead_tokens)
     result.check(
         "every lead, child and grandchild completed",
         not unfinished and not failed and len(child_tokens) + len(grand_tokens) == expected_members,
@@ -457,11 +501,35 @@ def run_conductor(
         f"{len(live_after)} domains left (had {live_at_start} right after submission)",
     )
     result.check("no sticky pin afterwards", not pins_after, f"{len(pins_after)} pins left")
+    if leads >= 2 * len(lead_range) >= 4:
+        # leads end at different times (with their members), so placement by tokens in flight
+        # need not alternate exactly; it must not pile them up (the bug: 6 of 8 on one core)
+        result.check(
+            "leads spread over the cores of their weight (every one used, none with more "
+            "than half)",
+            set(leads_per_core) == set(lead_range) and max(leads_per_core.values()) * 2 <= leads,
+            "leads per core: "
+            + ", ".join(f"core {c}: {leads_per_core.get(c, 0)}" for c in lead_range),
+        )
     result.tables.append(
         (
             "Leads and their domains",
             ("lead", "seed", "core", "members", "core misses", "seed misses"),
             per_lead,
+        )
+    )
+    result.tables.append(
+        (
+            "Spread per core",
+            ("core", "leads", "children", "grandchildren"),
+            _spread_rows(
+                lead_range,
+                [
+                    leads_per_core,
+                    _per_core([c for _, c in child_tokens]),
+                    _per_core([g for _, g in grand_tokens]),
+                ],
+            ),
         )
     )
     result.notes.append(
@@ -476,6 +544,7 @@ def run_conductor(
             "cores": cores,
             "unique_seeds": len({s for s in seeds if s}),
             "lead_cores": sorted({t.core_id for t in lead_tokens if t.core_id is not None}),
+            "leads_per_core": {str(c): leads_per_core.get(c, 0) for c in lead_range},
             "core_misses": len(core_misses),
             "seed_misses": len(seed_misses),
             "body_seed_misses": len(body_misses),
