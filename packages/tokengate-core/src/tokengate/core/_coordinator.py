@@ -51,6 +51,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
+#: ``kwargs`` of every token called without keywords (never mutated: tokens only unpack it).
+_NO_KWARGS: dict[str, Any] = {}
 _log = logging.getLogger("tokengate.coordinator")
 
 _TOKEN_IDS = itertools.count(1)
@@ -613,7 +615,9 @@ class OperationsCoordinator:
             raise CoordinatorNotRunningError(
                 f"{plan.operation_type} was called but {self._name} is not running; start it first"
             )
-        token: TaskToken[Any] = TaskToken(plan, args, kwargs, self, next(_TOKEN_IDS))
+        # No keywords (the common case): one shared empty mapping instead of the call's own
+        # empty dict, which would live (and count for the garbage collector) with the token.
+        token: TaskToken[Any] = TaskToken(plan, args, kwargs or _NO_KWARGS, self, next(_TOKEN_IDS))
         try:
             if plan.broken is not None:
                 raise plan.broken

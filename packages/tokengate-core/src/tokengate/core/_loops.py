@@ -28,7 +28,6 @@ _log = logging.getLogger("tokengate.coordinator")
 _get_running_loop = asyncio._get_running_loop
 
 DoneCallback = Callable[[Any], object]
-_Entry = tuple[DoneCallback, Any, "contextvars.Context | None"]
 
 #: Callbacks run per drain before the loop gets a turn for its other work.
 MAX_BATCH = 4096
@@ -79,8 +78,10 @@ def flush_deferred() -> None:
 class LoopBridge:
     """Delivers ``fn(token)`` callbacks to one event loop, from any thread.
 
-    ``push`` appends to a deque; the first push to a dormant bridge schedules one drain
-    (``call_soon`` from the loop's own thread, ``call_soon_threadsafe`` from any other). The
+    ``push`` appends ``fn``, the token and the context to a flat deque in one ``extend``
+    (atomic, and no per-completion tuple is left for the garbage collector to count); the
+    first push to a dormant bridge schedules one drain (``call_soon`` from the loop's own
+    thread, ``call_soon_threadsafe`` from any other). The
     drain runs what is pending and goes dormant, so the next completion wakes the loop again
     at once; completions pushed while a drain is already scheduled ride along with it.
     """
@@ -89,7 +90,7 @@ class LoopBridge:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop_ref: Callable[[], asyncio.AbstractEventLoop | None] = _loop_reference(loop)
-        self._pending: deque[_Entry] = deque()
+        self._pending: deque[Any] = deque()  # fn, token, ctx, fn, token, ctx, ...
         self._scheduled = False
 
     @property
@@ -100,11 +101,11 @@ class LoopBridge:
     @property
     def pending(self) -> int:
         """Callbacks waiting for the next drain."""
-        return len(self._pending)
+        return len(self._pending) // 3
 
     def push(self, fn: DoneCallback, token: Any, ctx: contextvars.Context | None) -> None:
         """Queue ``fn(token)`` (run in ``ctx`` when given) on the bridge's loop."""
-        self._pending.append((fn, token, ctx))
+        self._pending.extend((fn, token, ctx))
         if self._scheduled:
             return
         self._scheduled = True
@@ -132,9 +133,12 @@ class LoopBridge:
 
     def _drain(self) -> None:
         pending = self._pending
+        pop = pending.popleft
         loop = self._loop_ref()
-        for _ in range(min(len(pending), MAX_BATCH)):
-            fn, token, ctx = pending.popleft()
+        for _ in range(min(len(pending) // 3, MAX_BATCH)):
+            fn = pop()
+            token = pop()
+            ctx = pop()
             try:
                 if ctx is None:
                     fn(token)

@@ -101,6 +101,10 @@ class PlanView(Protocol):
         """The routing class."""
 
     @property
+    def anchor(self) -> str:
+        """The sticky anchor: keys of operations with the same anchor share pins."""
+
+    @property
     def public_tags(self) -> Mapping[str, object]:
         """The user's validated tags."""
 

@@ -22,15 +22,20 @@ _log = logging.getLogger("tokengate.coordinator")
 
 #: Characters of an error's ``repr`` kept in a record (a record never holds a huge message).
 ERROR_TEXT_LIMIT = 500
-_COMPLETED = TokenState.COMPLETED
+_COMPLETED = TokenState.COMPLETED.value
 
 
 class ExecutionRow(NamedTuple):
-    """What the log keeps per token: cheap to make on the terminal move, named to read back."""
+    """What the log keeps per token: cheap to make on the terminal move, named to read back.
+
+    Every field is an atomic value (the state is kept as its string value): the garbage
+    collector stops tracking such a tuple at its first pass, so a full log is never traversed
+    again by later collections.
+    """
 
     seq: int
     operation_type: str
-    state: TokenState
+    state: str
     duration: float | None
     latency: float
     core_id: int | None
@@ -70,7 +75,7 @@ class ExecutionLog:
             ExecutionRow(
                 token.seq,
                 token.operation_type,
-                state,
+                state.value,
                 None if started is None else finished - started,
                 finished - token.created_at,
                 token.core_id,
@@ -126,8 +131,8 @@ def _record(row: ExecutionRow) -> ExecutionRecord:
     return ExecutionRecord(
         token_id=f"{row.operation_type}#{row.seq}",
         operation_type=row.operation_type,
-        state=row.state.value,
-        success=row.state is _COMPLETED,
+        state=row.state,
+        success=row.state == _COMPLETED,
         duration=row.duration,
         latency=row.latency,
         core_id=row.core_id,

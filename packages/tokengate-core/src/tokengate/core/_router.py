@@ -211,16 +211,17 @@ class Router:
                     f"routing policy {plan.policy!r} failed for {token.token_id}: {exc!r}"
                 ) from exc
         key: Hashable = None
-        pin: Hashable = None
+        pin: int | None = None
         if core is None:
             if plan.key_fn is not None:
                 # Outside the routing lock: fingerprinting and hashing run user code
                 # (__hash__, __eq__), which must not stall other threads' routing. The pin is
                 # what release needs, fixed now: a body that mutates its argument later
                 # cannot strand it.
-                fingerprint = plan.key_fn(token.args, token.kwargs)
-                key = (plan.anchor, fingerprint)
-                pin = (plan.anchor, hash(fingerprint))
+                # Both are plain values (an int, the fingerprint): a token holding a pin adds
+                # no container of its own for the garbage collector to count.
+                key = plan.key_fn(token.args, token.kwargs)
+                pin = hash((plan.anchor, hash(key)))
         elif type(core) is not int or not 1 <= core <= self._cores:
             raise RoutingError(
                 f"a plugin routed token {token.token_id} to core {core!r}; this coordinator "
@@ -233,7 +234,7 @@ class Router:
                 if pin is not None:
                     token._pin = pin  # before the hold: releasing a pin never taken is a no-op
                     core = self._sticky.acquire(pin, core)
-                    token._sticky_key = key
+                    token._sticky_key = key  # the fingerprint; sticky_key adds the anchor
             if pin is None:
                 token._pin = _UNKEYED  # released by the terminal move like a key's pin
             counters[core] += 1
@@ -350,9 +351,7 @@ class Router:
         for pin, core in entries:
             key = keys.get(pin)
             if key is None:  # its last holder is ending right now
-                if not isinstance(pin, tuple) or len(pin) != 2:
-                    continue
-                key = (pin[0], f"#{pin[1] & 0xFFFFFFFFFFFF:x}")
+                key = f"#{pin & 0xFFFFFFFFFFFF:x}" if isinstance(pin, int) else pin
             snapshot[StickyRegistry.describe(key)] = core
         return snapshot
 

@@ -59,8 +59,12 @@ def _run_body(token: TaskToken[Any], plan: PlanView) -> None:
     try:
         result = plan.func(*token.args, **token.kwargs)
     except BaseException as exc:
+        if plan.storage is not None:  # the slot frees before anyone sees the token end
+            token._owner.body_returned(token)
         token.set_exception(exc)
     else:
+        if plan.storage is not None:
+            token._owner.body_returned(token)
         token.set_result(result)
 
 
@@ -86,5 +90,5 @@ def _run_around(token: TaskToken[Any], plan: PlanView) -> None:
                 ext.after_execute(token, state)
             except Exception:
                 _log.exception("after_execute of %r failed for %s", ext, token.token_id)
-        if plan.storage is not None:
+        if plan.storage is not None:  # the body never ran, or its outcome raised: free it
             token._owner.body_returned(token)

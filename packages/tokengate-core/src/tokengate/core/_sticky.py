@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._token import TaskToken
 
-__all__ = ("StickyRegistry",)
+__all__ = ("CORE_BITS", "StickyRegistry")
+
+#: Bits of a pin's entry that hold its core (the rest count its holders).
+CORE_BITS = 20
+_CORE_MASK = (1 << CORE_BITS) - 1
+_ONE = 1 << CORE_BITS
+_TWO = 2 << CORE_BITS
 
 _key_repr = reprlib.Repr()
 _key_repr.maxstring = 60
@@ -23,25 +29,30 @@ class StickyRegistry:
     Not locked by itself: the coordinator calls it under its routing lock, so pinning and
     releasing are atomic with respect to routing.
 
-    The coordinator pins *pin identities* — ``(anchor, hash of the fingerprint)``, computed at
-    routing outside the lock — not the live arguments: no user ``__hash__``/``__eq__`` runs
-    under the lock, and a body that mutates its argument cannot make its pin unreleasable.
-    Two keys whose fingerprints hash alike share a pin (they share a core; nothing else).
+    The coordinator pins *pin identities* — an int, the hash of ``(anchor, hash of the
+    fingerprint)``, computed at routing outside the lock — not the live arguments: no user
+    ``__hash__``/``__eq__`` runs under the lock, and a body that mutates its argument cannot
+    make its pin unreleasable. Two keys whose fingerprints hash alike share a pin (they share
+    a core; nothing else).
+
+    Each pin maps to one int, ``holders << CORE_BITS | core``: plain values, so a registry of
+    many in-flight keys holds no container objects for the garbage collector to traverse.
     """
 
     __slots__ = ("_pins",)
 
     def __init__(self) -> None:
-        self._pins: dict[Hashable, list[int]] = {}
+        self._pins: dict[Hashable, int] = {}
 
     def acquire(self, key: Hashable, candidate: int) -> int:
         """Return the key's pinned core, pinning it to ``candidate`` if it has none."""
-        pin = self._pins.get(key)
-        if pin is None:
-            self._pins[key] = [candidate, 1]
+        pins = self._pins
+        entry = pins.get(key)
+        if entry is None:
+            pins[key] = _ONE | candidate
             return candidate
-        pin[1] += 1
-        return pin[0]
+        pins[key] = entry + _ONE
+        return entry & _CORE_MASK
 
     def release_token(self, token: TaskToken[Any]) -> None:
         """Drop the hold of ``token`` (its ``_pin``, cleared here) exactly once.
@@ -56,37 +67,37 @@ class StickyRegistry:
         entry = pins[pin] if pin in pins else None  # noqa: SIM401 - no call (see above)
         token._pin = None
         if entry is not None:
-            if entry[1] <= 1:
+            if entry < _TWO:
                 del pins[pin]
             else:
-                entry[1] -= 1
+                pins[pin] = entry - _ONE
 
     def entries(self) -> list[tuple[Hashable, int]]:
         """Live pins as ``(pin, core)`` pairs: a copy, cheap enough to take under the lock."""
-        return [(key, pin[0]) for key, pin in list(self._pins.items())]
+        return [(key, entry & _CORE_MASK) for key, entry in list(self._pins.items())]
 
     def release(self, key: Hashable) -> None:
         """Drop one holder of ``key``; the pin goes with its last holder."""
-        pin = self._pins.get(key)
-        if pin is None:
+        entry = self._pins.get(key)
+        if entry is None:
             return
-        if pin[1] <= 1:
+        if entry < _TWO:
             del self._pins[key]
         else:
-            pin[1] -= 1
+            self._pins[key] = entry - _ONE
 
     def core_of(self, key: Hashable) -> int | None:
         """The core ``key`` is pinned to, or None."""
-        pin = self._pins.get(key)
-        return None if pin is None else pin[0]
+        entry = self._pins.get(key)
+        return None if entry is None else entry & _CORE_MASK
 
     def snapshot(self) -> dict[str, int]:
         """Live pins as ``readable key → core``."""
-        return {self.describe(key): pin[0] for key, pin in list(self._pins.items())}
+        return {self.describe(key): e & _CORE_MASK for key, e in list(self._pins.items())}
 
     def holders(self) -> dict[Hashable, int]:
         """Live pins as ``key → number of in-flight holders``."""
-        return {key: pin[1] for key, pin in list(self._pins.items())}
+        return {key: e >> CORE_BITS for key, e in list(self._pins.items())}
 
     @staticmethod
     def describe(key: Hashable) -> str:

@@ -52,7 +52,7 @@ _log = logging.getLogger("tokengate.worker")
 _perf = time.perf_counter
 _thread_time = time.thread_time
 
-_Entry = tuple["TaskToken[Any]", OperationProfile]
+_Entry = tuple["TaskToken[Any]", OperationProfile]  # a dequeued token and its profile
 _CPU_JOB = 1
 _IO_JOB = 2
 
@@ -241,8 +241,12 @@ class ThreadExecutor(ExecutorBackend):
         self._slots, self._monitor = cpu_slots()
         self._monitor.register(self)
         self._lock = threading.Lock()
-        self._cpu_q: deque[_Entry] = deque()
-        self._io_q: deque[_Entry] = deque()
+        # Queues of tokens (not of (token, profile) pairs: a pair per queued token would be
+        # one more object per token for the garbage collector to count); the profile is
+        # looked up again when a token is taken.
+        self._cpu_q: deque[TaskToken[Any]] = deque()
+        self._io_q: deque[TaskToken[Any]] = deque()
+        self._known = self._shared.profiles.known
         self._idle: list[_Worker] = []
         self._workers: set[_Worker] = set()
         self._keep = config.workers_per_core
@@ -285,9 +289,9 @@ class ThreadExecutor(ExecutorBackend):
                 for token in tokens:
                     profile = known.get(token.operation_type) or self._shared.profiles.get(token)
                     if profile.kind is BLOCKING:
-                        self._io_q.append((token, profile))
+                        self._io_q.append(token)
                     else:
-                        cpu_q.append((token, profile))
+                        cpu_q.append(token)
                 if self._runner is not None and not self._io_q:
                     # the runner drains the CPU queue: nobody to wake, only to watch
                     if not self._monitor.active:
@@ -304,7 +308,7 @@ class ThreadExecutor(ExecutorBackend):
         deadline = time.monotonic() + max(0.0, timeout)
         with self._lock:
             self._stopping = True
-            queued = [entry[0] for entry in self._cpu_q] + [entry[0] for entry in self._io_q]
+            queued = [*self._cpu_q, *self._io_q]
             self._cpu_q.clear()
             self._io_q.clear()
             running = [w.token for w in self._workers if w.token is not None]
@@ -372,6 +376,10 @@ class ThreadExecutor(ExecutorBackend):
         return self._shared.profiles.decisions()
 
     # ------------------------------------------------------------------ scheduling (locked)
+    def _profile(self, token: TaskToken[Any]) -> OperationProfile:
+        """The profile of ``token``'s operation (a dict lookup once it is known)."""
+        return self._known.get(token.operation_type) or self._shared.profiles.get(token)
+
     def _kick(self, spawn: bool = True) -> _Worker | None:
         """With the lock held: the worker to wake for runnable work nobody is awake for
         (a parked one, or a new one when ``spawn``)."""
@@ -380,7 +388,7 @@ class ThreadExecutor(ExecutorBackend):
         if self._cpu_q and not self._has_slot and self._slots.acquire_or_wait(self, self._monitor):
             self._claim_slot()
         if (self._has_slot and self._runner is None and self._cpu_q) or (
-            self._io_q and (self._io_q[0][1].exempt or self._shared.room(self))
+            self._io_q and (self._profile(self._io_q[0]).exempt or self._shared.room(self))
         ):
             return self._rouse(spawn)
         return None
@@ -457,20 +465,21 @@ class ThreadExecutor(ExecutorBackend):
             runner = self._runner
             if runner is worker or (runner is None and self._has_slot):
                 while cpu_q:
-                    entry = cpu_q.popleft()
-                    if entry[1].kind is BLOCKING:  # measured meanwhile: no slot needed
-                        io_q.appendleft(entry)
+                    token = cpu_q.popleft()
+                    profile = self._profile(token)
+                    if profile.kind is BLOCKING:  # measured meanwhile: no slot needed
+                        io_q.appendleft(token)
                         continue
                     self._runner = worker
                     self._busy += 1
-                    worker.token = entry[0]
-                    worker.profile = entry[1]
+                    worker.token = token
+                    worker.profile = profile
                     worker.started = _perf()
                     worker.cpu_mark = None
                     if cpu_q and not self._monitor.active:
                         self._monitor.wake()  # tokens wait behind this body
                     wake = self._kick() if io_q else None
-                    return entry, _CPU_JOB, release, starved, wake
+                    return (token, profile), _CPU_JOB, release, starved, wake
                 if self._runner is None or self._runner is worker:
                     # nothing CPU-bound left: give the slot back
                     self._runner = None
@@ -485,8 +494,8 @@ class ThreadExecutor(ExecutorBackend):
                 self._claim_slot()
                 continue
             while io_q:
-                entry = io_q[0]
-                profile = entry[1]
+                token = io_q[0]
+                profile = self._profile(token)
                 if profile.kind is not BLOCKING:  # measured CPU-bound meanwhile
                     cpu_q.append(io_q.popleft())
                     continue
@@ -498,9 +507,9 @@ class ThreadExecutor(ExecutorBackend):
                 worker.counted = counted
                 self._io_running += 1
                 self._busy += 1
-                worker.token = entry[0]
+                worker.token = token
                 wake = self._kick() if io_q or cpu_q else None
-                return entry, _IO_JOB, release, starved, wake
+                return (token, profile), _IO_JOB, release, starved, wake
             if cpu_q and not release:  # CPU entries came back from the blocking queue
                 if self._has_slot and self._runner is None:
                     continue
@@ -571,10 +580,12 @@ class ThreadExecutor(ExecutorBackend):
         cpu_q = self._cpu_q
         io_q = self._io_q
         monitor = self._monitor
+        known = self._known
         entry: _Entry | None
         starved: list[ThreadExecutor]
         while True:
             with lock:
+                entry = None
                 if (  # the runner's fast path: next CPU-bound body, nothing else to do
                     done == _CPU_JOB
                     and self._runner is worker
@@ -582,9 +593,13 @@ class ThreadExecutor(ExecutorBackend):
                     and not io_q
                     and not slots.contended
                     and not self._stopping
-                    and cpu_q[0][1].kind is not BLOCKING
                 ):
-                    entry = cpu_q.popleft()
+                    head = cpu_q[0]
+                    profile = known.get(head.operation_type) or self._profile(head)
+                    if profile.kind is not BLOCKING:
+                        cpu_q.popleft()
+                        entry = (head, profile)
+                if entry is not None:
                     worker.token = entry[0]
                     worker.profile = entry[1]
                     worker.started = perf()

@@ -53,6 +53,7 @@ DoneCallback = Callable[["TaskToken[Any]"], object]
 # State-gate locks are striped: a token takes one of these by its sequence number instead of
 # allocating its own. Safe because no code path holds a token's lock while taking another's.
 _LOCK_STRIPES = 256
+_NO_KEY: Any = object()  # ``_sticky_key`` of a token not routed by a sticky key
 _LOCKS = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
 
 # What ``concurrent.futures.wait`` / ``as_completed`` read of a future's ``_state``.
@@ -113,6 +114,9 @@ class TaskToken(Generic[R_co]):
         "_asyncio_future_blocking",
         "_backend",
         "_callbacks",
+        "_cb_bridge",
+        "_cb_ctx",
+        "_cb_fn",
         "_cf",
         "_core_id",
         "_exc",
@@ -162,6 +166,12 @@ class TaskToken(Generic[R_co]):
         self._result: Any = None
         self._exc: BaseException | None = None
         self._exc_tb: TracebackType | None = None
+        # The first done-callback is kept in three slots (almost every token has exactly one:
+        # ``await`` or ``gather``), the others in a list: a token then adds no container
+        # object of its own for the cyclic garbage collector to count and traverse.
+        self._cb_fn: DoneCallback | None = None
+        self._cb_bridge: CompletionBridge[TaskToken[Any]] | None = None
+        self._cb_ctx: Any = None
         self._callbacks: (
             list[tuple[DoneCallback, CompletionBridge[TaskToken[Any]] | None, Any]] | None
         ) = None
@@ -177,7 +187,7 @@ class TaskToken(Generic[R_co]):
         self._core_id: int | None = None
         self._worker_id: int | None = None
         self._seed: str | None = None
-        self._sticky_key: Hashable = None
+        self._sticky_key: Hashable = _NO_KEY  # the fingerprint, once routed by a sticky key
         self._ext: dict[object, object] | None = None
         self._backend: _Backend | None = None
         self._cf: _FuturesLink | None = None
@@ -233,9 +243,12 @@ class TaskToken(Generic[R_co]):
 
     @property
     def sticky_key(self) -> Hashable:
-        """``(sticky anchor, argument fingerprint)`` while the token holds a sticky pin (None
-        for free routing, conductor members and once released). Read-only."""
-        return self._sticky_key
+        """``(sticky anchor, argument fingerprint)`` of a token routed by a sticky key (None
+        for free routing, conductor members and plugin routes). Read-only."""
+        fingerprint = self._sticky_key
+        if fingerprint is _NO_KEY:
+            return None
+        return (self._plan.anchor, fingerprint)
 
     @property
     def process_pool(self) -> bool:
@@ -373,30 +386,40 @@ class TaskToken(Generic[R_co]):
                 link = self._cf
             if link is not None:  # concurrent.futures.wait / as_completed
                 self._notify_futures_waiters(link)
-        callbacks = self._callbacks
-        if callbacks is not None:
-            # Frozen since the token settled (later registrations run at once); delivered
-            # by index so that an interrupted delivery resumes with the next callback.
-            count = len(callbacks)
-            while self._next_callback < count:
-                index = self._next_callback
-                self._next_callback = index + 1
-                fn, bridge, ctx = callbacks[index]
-                try:
-                    if bridge is not None:
-                        bridge.push(fn, self, ctx)
-                    else:
-                        fn(self)
-                except Exception:
-                    _log.exception("a done-callback of token %s raised", self.token_id)
-                except BaseException as exc:
-                    _log.error(
-                        "a done-callback of token %s raised %r; the remaining callbacks still run",
-                        self.token_id,
-                        exc,
-                    )
-                    raise
-            self._callbacks = None
+        # Frozen since the token settled (later registrations run at once); delivered by
+        # position (0: the first callback, 1..: the list) so that an interrupted delivery
+        # resumes with the next callback. Between marking a position and its ``try`` there
+        # are only plain loads and stores (no call), where no asynchronous exception lands.
+        while True:
+            index = self._next_callback
+            if index == 0:
+                fn = self._cb_fn
+                bridge = self._cb_bridge
+                ctx = self._cb_ctx
+            else:
+                callbacks = self._callbacks
+                if callbacks is None or index > len(callbacks):
+                    break
+                fn, bridge, ctx = callbacks[index - 1]
+            self._next_callback = index + 1
+            if fn is None:
+                continue
+            try:
+                if bridge is not None:
+                    bridge.push(fn, self, ctx)
+                else:
+                    fn(self)
+            except Exception:
+                _log.exception("a done-callback of token %s raised", self.token_id)
+            except BaseException as exc:
+                _log.error(
+                    "a done-callback of token %s raised %r; the remaining callbacks still run",
+                    self.token_id,
+                    exc,
+                )
+                raise
+        self._cb_fn = self._cb_bridge = self._cb_ctx = None
+        self._callbacks = None
 
     def _notify_futures_waiters(self, link: _FuturesLink) -> None:
         with link.condition:
@@ -646,7 +669,11 @@ class TaskToken(Generic[R_co]):
         bridge = self._owner.bridge_for(loop) if loop is not None else None
         with self._lock:
             if not self._settled:
-                if self._callbacks is None:
+                if self._cb_fn is None and self._callbacks is None:
+                    self._cb_fn = fn
+                    self._cb_bridge = bridge
+                    self._cb_ctx = context
+                elif self._callbacks is None:
                     self._callbacks = [(fn, bridge, context)]
                 else:
                     self._callbacks.append((fn, bridge, context))
@@ -659,11 +686,16 @@ class TaskToken(Generic[R_co]):
     def remove_done_callback(self, fn: Callable[[TaskToken[R_co]], object]) -> int:
         """Remove every pending registration of ``fn``; return how many were removed."""
         with self._lock:
-            if self._settled or not self._callbacks:  # settled: being delivered, frozen
+            if self._settled:  # being delivered: frozen
                 return 0
-            kept = [entry for entry in self._callbacks if entry[0] != fn]
-            removed = len(self._callbacks) - len(kept)
-            self._callbacks = kept
+            removed = 0
+            if self._cb_fn is not None and self._cb_fn == fn:
+                self._cb_fn = self._cb_bridge = self._cb_ctx = None
+                removed = 1
+            if self._callbacks:
+                kept = [entry for entry in self._callbacks if entry[0] != fn]
+                removed += len(self._callbacks) - len(kept)
+                self._callbacks = kept
         return removed
 
     # ------------------------------------------------------------------ asyncio protocol
