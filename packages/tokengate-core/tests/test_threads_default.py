@@ -230,11 +230,6 @@ def light(i: int) -> int:
     return i * i
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a domain whose blocked runner keeps the CPU slot at max_blocking_threads holds "
-    "the process-wide slot, so other domains' CPU-bound tokens wait for it",
-)
 def test_a_saturated_domain_does_not_starve_other_domains() -> None:
     """Core 1 is saturated by two blocked bodies of an operation not measured yet (one
     blocking slot with ``max_blocking_threads=1``, the other holding the CPU slot); the

@@ -734,10 +734,14 @@ class ThreadExecutor(ExecutorBackend):
                 worker.wall_mark = now
             if blocked:
                 # a blocked body becomes a blocking one, while they have room: beyond
-                # max_blocking_threads the domain is saturated and the runner keeps its slot
+                # max_blocking_threads the domain is saturated and the runner keeps its slot,
+                # unless another domain waits for it (the slot is process-wide: it must not
+                # wait for this body); the body then counts above the bound
                 profile = worker.profile
-                if not (profile is not None and profile.exempt) and (
-                    self._shared.blocking >= self._shared.cap
+                if (
+                    not (profile is not None and profile.exempt)
+                    and self._shared.blocking >= self._shared.cap
+                    and not self._slots.contended
                 ):
                     return True
                 long = False
