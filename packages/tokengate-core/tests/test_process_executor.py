@@ -159,3 +159,34 @@ def test_a_conductor_lead_in_a_process_calls_its_children_there(
     assert seed is not None
     assert seed == lead.conductor_seed
     assert dict(conductor_snapshot(coordinator)) == {}
+
+
+nap_heavy = task_token_guard("procexec_nap_heavy", tags={**PROCESS, "weight": "heavy"})(
+    funcs.sleep_then
+)
+nap_medium = task_token_guard("procexec_nap_medium", tags={**PROCESS, "weight": "medium"})(
+    funcs.sleep_then
+)
+
+
+def test_elastic_domains_share_one_process_per_cpu_plus_one() -> None:
+    """Both domains get a backlog (a long first body holds each worker while 300 calls
+    queue behind it): together they start at most one process per CPU plus one, every call
+    still runs once, and stopping returns the budget."""
+    from tokengate.core._config import machine_cpus
+    from tokengate.core._process import _BUDGET, ProcessExecutor
+
+    cpus = len(machine_cpus())
+    with make(cores=2) as coordinator:
+        tokens = [nap_heavy(0.3, "first"), nap_medium(0.3, "first")]
+        tokens += [op(0.0, i) for i in range(300) for op in (nap_heavy, nap_medium)]
+        assert [t.get(WAIT) for t in tokens[2:]] == [i for i in range(300) for _ in "hm"]
+        backends = [coordinator.backend("process", core) for core in (1, 2)]
+        assert all(isinstance(b, ProcessExecutor) for b in backends)
+        started = sum(len(b.pools) for b in backends if isinstance(b, ProcessExecutor))
+        assert 2 <= started <= min(2 * cpus, cpus + 1)
+        if cpus >= 2:
+            assert started == cpus + 1, "the first domain with a backlog grew, the other not"
+        name = coordinator.name
+        assert _BUDGET[name] == started
+    assert name not in _BUDGET

@@ -76,8 +76,14 @@ class ProcessExecutor(ExecutorBackend):
         self.fallback: Callable[[TaskToken[Any]], None] | None = None
         self._shut = False
         fixed = config.processes_per_core
+        #: The coordinator's elastic domains share a budget of one process per CPU plus one
+        #: (a domain's first process always starts): the busiest domain takes the extra
+        #: processes, and the domains together do not crowd the CPUs with processes.
+        self._budget_key = domain.coordinator_name
+        self._reserved = 0
         if fixed is None:  # elastic: one process, more while the domain has a backlog
             self._max_pools = 1 if domain.cpu is not None else max(1, len(machine_cpus()))
+            self._reserved = _reserve_process(self._budget_key, force=True)
         else:
             self._max_pools = fixed
         self._label = f"{domain.coordinator_name}-core{domain.core_id}"
@@ -182,7 +188,8 @@ class ProcessExecutor(ExecutorBackend):
         """One more worker process for a domain with a backlog; the pools that take calls
         now."""
         with self._lock:
-            if len(self._pools) < self._max_pools:
+            if len(self._pools) < self._max_pools and _reserve_process(self._budget_key):
+                self._reserved += 1
                 grown = self._add_pool()
                 grown.start()
                 _log.info(
@@ -226,6 +233,9 @@ class ProcessExecutor(ExecutorBackend):
         """Stop the worker process within about ``timeout`` seconds; every token still held
         ends ``KILLED`` (a body still running is abandoned and its process killed)."""
         self._shut = True
+        with self._lock:
+            reserved, self._reserved = self._reserved, 0
+        _release_processes(self._budget_key, reserved)
         deadline = time.monotonic() + max(0.0, timeout)
         leftovers: list[Call] = []
         for pool in self._pools:
@@ -333,6 +343,33 @@ class ProcessExecutor(ExecutorBackend):
                 if isinstance(value, CallError):
                     value = value.naming(f"token {token.token_id} ({token.operation_type})")
                 token.set_exception(value)
+
+
+#: Elastic domains of a coordinator start at most this many processes beyond one per CPU.
+EXTRA_PROCESSES = 1
+#: Worker processes of elastic domains, per coordinator name (unique in this process).
+_BUDGET: dict[str, int] = {}
+_BUDGET_LOCK = threading.Lock()
+
+
+def _reserve_process(coordinator: str, *, force: bool = False) -> int:
+    """Count one more elastic worker process for ``coordinator``: 1, or 0 when its elastic
+    domains already run one process per CPU plus one (``force``: a domain's first)."""
+    with _BUDGET_LOCK:
+        running = _BUDGET.get(coordinator, 0)
+        if not force and running >= len(machine_cpus()) + EXTRA_PROCESSES:
+            return 0
+        _BUDGET[coordinator] = running + 1
+        return 1
+
+
+def _release_processes(coordinator: str, count: int) -> None:
+    with _BUDGET_LOCK:
+        left = _BUDGET.get(coordinator, 0) - count
+        if left > 0:
+            _BUDGET[coordinator] = left
+        else:
+            _BUDGET.pop(coordinator, None)
 
 
 def _start_call(call: Call) -> bool:
