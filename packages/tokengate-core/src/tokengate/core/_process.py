@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import machine_cpus
 from ._executors import AUTO, ExecutorBackend, ExecutorDomain, ExecutorStats
+from ._loops import deferring
 from ._process_worker import ERR, OK, resolve_function
 from ._procpool import (
     BodyProfile,
@@ -335,14 +336,19 @@ class ProcessExecutor(ExecutorBackend):
             held = calls.get(key)
             if held is not None and held[1] is call:
                 calls.pop(key, None)
-        for call, kind, value in outcomes:
-            token: Any = call.owner
-            if kind == OK:
-                token.set_result(value)
-            elif kind == ERR:
-                if isinstance(value, CallError):
-                    value = value.naming(f"token {token.token_id} ({token.operation_type})")
-                token.set_exception(value)
+        # The batch wakes each awaiting event loop once, at its end, instead of per token.
+        deferring(True)
+        try:
+            for call, kind, value in outcomes:
+                token: Any = call.owner
+                if kind == OK:
+                    token.set_result(value)
+                elif kind == ERR:
+                    if isinstance(value, CallError):
+                        value = value.naming(f"token {token.token_id} ({token.operation_type})")
+                    token.set_exception(value)
+        finally:
+            deferring(False)
 
 
 #: Elastic domains of a coordinator start at most this many processes beyond one per CPU.
