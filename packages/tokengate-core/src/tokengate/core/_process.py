@@ -155,19 +155,16 @@ class ProcessExecutor(ExecutorBackend):
         if not calls:
             return
         pools = self._pools
-        if len(pools) == 1:
-            pool = pools[0]
-            if len(pools) < self._max_pools and pool.backlog() >= self._grow_at:
-                pools = self._grow(pools)
-            else:
-                for call in calls:
-                    held[id(call.owner)] = (pool, call)
-                pool.submit(calls)
-                return
-        elif len(pools) < self._max_pools and all(p.backlog() >= self._grow_at for p in pools):
+        if len(pools) < self._max_pools and all(p.backlog() >= self._grow_at for p in pools):
             pools = self._grow(pools)
-        if len(pools) == 1:
+        if len(pools) == 1 or len(calls) == 1:
             pool = pools[0]
+            if len(pools) > 1:  # one call: the least loaded process takes it
+                least = pool.load()
+                for other in pools:
+                    load = other.load()
+                    if load < least:
+                        pool, least = other, load
             for call in calls:
                 held[id(call.owner)] = (pool, call)
             pool.submit(calls)
@@ -189,7 +186,12 @@ class ProcessExecutor(ExecutorBackend):
         """One more worker process for a domain with a backlog; the pools that take calls
         now."""
         with self._lock:
-            if len(self._pools) < self._max_pools and _reserve_process(self._budget_key):
+            if len(self._pools) < self._max_pools:
+                if not _reserve_process(self._budget_key):
+                    # The coordinator's other domains took the budget (it only comes back
+                    # when they stop): stop asking.
+                    self._max_pools = len(self._pools)
+                    return pools
                 self._reserved += 1
                 grown = self._add_pool()
                 grown.start()

@@ -385,7 +385,7 @@ class ProcPool:
             if self._is_closed_now():  # shutdown() raced us: fail what it did not take
                 self._fail_late()
                 return
-            if self.pid is None:  # the process just went: wake the pool's thread
+            if self._gone():  # the process just went: wake the pool's thread
                 with self._lock:
                     self._wanted.notify()
         else:
@@ -417,6 +417,10 @@ class ProcPool:
     def _is_closed_now(self) -> bool:
         """The closed flag, read again (no lock: a plain read of one attribute)."""
         return self._closed
+
+    def _gone(self) -> bool:
+        """Whether no worker process is attached now (a plain read of one attribute)."""
+        return self._proc is None
 
     def _fail_late(self) -> None:
         """Calls queued after :meth:`shutdown` took the queue: they fail (never run)."""
