@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -223,21 +224,25 @@ def test_stop_never_hangs_on_a_running_body(gate: threading.Event) -> None:
 
 
 def test_stop_cancel_pending_kills_what_has_not_started(gate: threading.Event) -> None:
-    coord = OperationsCoordinator(cores=2, workers_per_core=1).start()
-    started = threading.Event()
-    running = block_heavy(gate, started)
-    assert started.wait(WAIT)
+    # core 1 saturated: two blocked bodies (one blocking slot, max_blocking_threads=1, and
+    # the CPU slot), so the next ones wait in its queue without starting
+    coord = OperationsCoordinator(cores=2, workers_per_core=1, max_blocking_threads=1).start()
+    started = [threading.Event(), threading.Event()]
+    running = [block_heavy(gate, event) for event in started]
+    assert all(event.wait(WAIT) for event in started)
     queued = [block_heavy(gate) for _ in range(3)]
 
     stopper = threading.Thread(target=lambda: coord.stop(cancel_pending=True, timeout=WAIT))
     stopper.start()
     for token in queued:
         with pytest.raises(TaskKilledError):
-            token.get(WAIT)  # killed at once, before the running body is let go
-    assert not running.done()
+            token.get(WAIT)  # killed at once, before the running bodies are let go
+        assert token.started_at is None
+    assert not any(token.done() for token in running)
     gate.set()
     stopper.join(WAIT)
-    assert running.get(WAIT) == "heavy done"  # admitted work was allowed to finish
+    # admitted work was allowed to finish
+    assert [token.get(WAIT) for token in running] == ["heavy done"] * 2
 
 
 def test_stop_from_inside_a_token_is_refused(coordinator: OperationsCoordinator) -> None:
@@ -396,7 +401,11 @@ def test_a_full_core_does_not_block_routing_to_other_cores(
     timer.join()
     backend = coord.backend("thread", 1)
     assert isinstance(backend, ThreadExecutor)
-    assert backend.decisions()["coord.block_heavy"].kind == "blocking"
+    # the sample is folded in just after the body returned, maybe after get() woke up
+    deadline = time.monotonic() + WAIT
+    while backend.decisions()["coord.block_heavy"].kind != "blocking":
+        assert time.monotonic() < deadline, backend.decisions()["coord.block_heavy"]
+        time.sleep(0.005)
     started = threading.Event()
     heavy = [block_heavy(gate, started)]
     assert started.wait(WAIT)
