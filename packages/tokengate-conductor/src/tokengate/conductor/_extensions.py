@@ -43,7 +43,12 @@ def _own_domain(token: TaskToken[Any], domain: Domain | None) -> Domain | None:
 
 class _ActivatingExtension(TokenExtension):
     """Makes a counted token's domain the active domain while its body runs (on a thread of
-    the coordinator's process, or, with the seed only, in another process or machine)."""
+    the coordinator's process, or, with the seed only, in another process or machine).
+
+    Only tokens counted into a domain (state set in ``on_create``) need the later phases, so
+    a token created outside every domain costs nothing past ``on_create``."""
+
+    only_with_state = True
 
     def domain_of(self, token: TaskToken[Any]) -> Domain | None:
         """The domain ``token`` was counted into, or None."""

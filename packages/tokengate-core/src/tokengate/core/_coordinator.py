@@ -708,8 +708,12 @@ class OperationsCoordinator:
                         interrupt = exc
         if token._release_step < 2:
             token._release_step = 2
-            if not plan.plain_terminal:
-                for ext in plan.ext_terminal:
+            if token._ext is not None:
+                terminal = () if plan.plain_terminal else plan.ext_terminal
+            else:
+                terminal = () if plan.plain_terminal_free else plan.ext_terminal_free
+            if terminal:
+                for ext in terminal:
                     try:
                         ext.on_terminal(token)
                     except BaseException as exc:  # every step must run

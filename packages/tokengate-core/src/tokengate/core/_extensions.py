@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._enums import Weight
 
@@ -84,7 +84,16 @@ class TokenExtension:
     exception in ``on_create`` or ``route`` fails that token (``FAILED`` with a
     ``PluginError``); in ``before_execute`` it fails the token without running the body; in
     ``after_execute`` and ``on_terminal`` it is logged.
+
+    An extension that acts only on the tokens it marked in ``on_create`` (with
+    :meth:`set_state`) sets the class attribute ``only_with_state = True``: the core then
+    skips its ``route``, ``before_execute``, ``after_execute``, ``on_terminal`` and
+    ``remote_context`` for tokens that no extension stored state for, at no cost per token.
+    The conductor's extensions do so: a token created outside any domain pays nothing for them.
     """
+
+    #: True: the phases after ``on_create`` run only for tokens that carry extension state.
+    only_with_state: ClassVar[bool] = False
 
     def on_create(self, token: TaskToken[Any]) -> None:
         """In the calling thread, right after the token is made and before it is routed."""

@@ -58,12 +58,35 @@ class OperationPlan:
     process: bool = False
     #: True when the terminal move needs no plugin step (the release fast path).
     plain_terminal: bool = False
+    #: The phases for a token that carries no extension state: the extensions marked
+    #: ``only_with_state`` are left out (the hot path picks these when ``token._ext`` is None).
+    ext_route_free: tuple[TokenExtension, ...] = ()
+    ext_around_free: tuple[TokenExtension, ...] = ()
+    ext_terminal_free: tuple[TokenExtension, ...] = ()
+    ext_remote_free: tuple[TokenExtension, ...] = ()
+    #: ``plain`` and ``plain_terminal`` for a token that carries no extension state.
+    plain_free: bool = False
+    plain_terminal_free: bool = False
 
     def __post_init__(self) -> None:
         self.plain = self.storage is None and not self.ext_around and self.on_started is None
         self.process = self.executor == "process"
         self.plain_terminal = (
             not self.ext_terminal and self.on_finished is None and self.storage is None
+        )
+
+        def free(exts: tuple[TokenExtension, ...]) -> tuple[TokenExtension, ...]:
+            return tuple(ext for ext in exts if not ext.only_with_state)
+
+        self.ext_route_free = free(self.ext_route)
+        self.ext_around_free = free(self.ext_around)
+        self.ext_terminal_free = free(self.ext_terminal)
+        self.ext_remote_free = free(self.ext_remote)
+        self.plain_free = (
+            self.storage is None and not self.ext_around_free and self.on_started is None
+        )
+        self.plain_terminal_free = (
+            not self.ext_terminal_free and self.on_finished is None and self.storage is None
         )
 
 

@@ -121,8 +121,16 @@ class PlanView(Protocol):
         """Extensions that override ``remote_context``."""
 
     @property
+    def ext_remote_free(self) -> tuple[RemoteContextSource, ...]:
+        """``ext_remote`` without the extensions marked ``only_with_state``."""
+
+    @property
     def ext_around(self) -> tuple[AroundExtension, ...]:
         """Extensions that override ``before_execute`` or ``after_execute``."""
+
+    @property
+    def ext_around_free(self) -> tuple[AroundExtension, ...]:
+        """``ext_around`` without the extensions marked ``only_with_state``."""
 
     @property
     def storage(self) -> object | None:
@@ -132,3 +140,7 @@ class PlanView(Protocol):
     def plain(self) -> bool:
         """True when running the token is only running its body (no extension around it,
         no start hook, no storage slot)."""
+
+    @property
+    def plain_free(self) -> bool:
+        """``plain`` for a token that carries no extension state."""

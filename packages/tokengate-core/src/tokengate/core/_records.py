@@ -63,24 +63,25 @@ class ExecutionLog:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._rows: deque[ExecutionRow] = deque(maxlen=size)
+        self._rows: deque[tuple[Any, ...]] = deque(maxlen=size)
 
     def add(self, token: TaskToken[Any], state: TokenState, exc: BaseException | None) -> None:
-        """Record a token that just made its terminal move."""
+        """Record a token that just made its terminal move (a plain tuple: rows are named
+        only when read back)."""
         if not self.size:
             return
         started = token.started_at
         finished = token.finished_at or 0.0
         self._rows.append(
-            ExecutionRow(
+            (
                 token.seq,
-                token.operation_type,
-                state.value,
+                token._plan.operation_type,
+                state._value_,
                 None if started is None else finished - started,
                 finished - token.created_at,
-                token.core_id,
-                token.worker_id,
-                error_text(exc),
+                token._core_id,
+                token._worker_id,
+                None if exc is None else error_text(exc),
             )
         )
 
@@ -118,7 +119,7 @@ class ExecutionLog:
         return target
 
 
-def _snapshot(rows: deque[ExecutionRow]) -> list[ExecutionRow]:
+def _snapshot(rows: deque[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """A copy of ``rows`` while other threads append (a copy that met an append is retried)."""
     while True:
         try:
@@ -127,7 +128,8 @@ def _snapshot(rows: deque[ExecutionRow]) -> list[ExecutionRow]:
             continue
 
 
-def _record(row: ExecutionRow) -> ExecutionRecord:
+def _record(raw: tuple[Any, ...]) -> ExecutionRecord:
+    row = ExecutionRow._make(raw)
     return ExecutionRecord(
         token_id=f"{row.operation_type}#{row.seq}",
         operation_type=row.operation_type,

@@ -190,9 +190,10 @@ class Router:
         cores, row, name = self._route_of(plan)
         core: int | None = None
         candidate = 0
-        if plan.ext_route:
+        exts = plan.ext_route if token._ext is not None else plan.ext_route_free
+        if exts:
             candidate = self._candidate(cores)
-            for ext in plan.ext_route:
+            for ext in exts:
                 try:
                     core = ext.route(token, candidate)
                 except Exception as exc:

@@ -45,7 +45,7 @@ def run_token(token: TaskToken[Any]) -> bool:
     owner = token._owner
     reset = None if CURRENT.get() is owner else CURRENT.set(owner)
     try:
-        if plan.plain:
+        if plan.plain or (plan.plain_free and token._ext is None):
             _run_body(token, plan)
         else:
             _run_around(token, plan)
@@ -69,7 +69,7 @@ def _run_body(token: TaskToken[Any], plan: PlanView) -> None:
 
 
 def _run_around(token: TaskToken[Any], plan: PlanView) -> None:
-    around = plan.ext_around
+    around = plan.ext_around if token._ext is not None else plan.ext_around_free
     states: list[object] = []
     try:
         try:

@@ -575,7 +575,7 @@ class ThreadExecutor(ExecutorBackend):
         cap = slots.capacity
         done = 0
         held = False  # loop wake-ups held back (see SHORT_BODY)
-        stamp = "_worker_id"  # the token's worker stamp ("worker_id" on older tokens)
+        index = worker.index
         perf = _perf
         cpu_q = self._cpu_q
         io_q = self._io_q
@@ -643,13 +643,9 @@ class ThreadExecutor(ExecutorBackend):
                     return
                 continue
             token, profile = entry
-            if token.done():  # killed or timed out while queued: nothing to run or measure
+            if token._settled:  # killed or timed out while queued: nothing to run or measure
                 continue
-            try:  # the worker's index in the execution record
-                setattr(token, stamp, worker.index)
-            except AttributeError:
-                stamp = "_worker_id" if stamp == "worker_id" else "worker_id"
-                setattr(token, stamp, worker.index)
+            token._worker_id = index  # the worker's index in the execution record
             try:
                 if profile.should_sample():
                     cpu0 = _thread_time()

@@ -506,7 +506,8 @@ class TaskToken(Generic[R_co]):
         whose ``remote_context`` gives None are left out. An extension that raises fails the
         token with a ``PluginError`` (and the list is then empty: do not run the body)."""
         contexts: list[tuple[type[Any], object]] = []
-        for ext in self._plan.ext_remote:
+        plan = self._plan
+        for ext in plan.ext_remote if self._ext is not None else plan.ext_remote_free:
             try:
                 value = ext.remote_context(self)
             except Exception as exc:
