@@ -125,6 +125,12 @@ class AutoPolicy:
         interval: float = REVIEW_INTERVAL,
     ) -> None:
         self._backends = backends
+        # The coordinator's backend table (``backends`` is its ``made``), to make and warm
+        # the process executor of a core before an operation moves there.
+        self._make: Callable[[str, int], Any] | None = getattr(
+            getattr(backends, "__self__", None), "get", None
+        )
+        self._threads_of: dict[int, Any] = {}
         self._move = move
         self._can_send = can_send
         self._interval = interval
@@ -202,6 +208,7 @@ class AutoPolicy:
                 if profiles is not None:
                     for op, profile in profiles().items():
                         process_view.setdefault(op, []).append(profile)
+        self._threads_of = threads_of
         with self._lock:
             entries = list(self._entries.values())
         for entry in entries:
@@ -310,10 +317,31 @@ class AutoPolicy:
         if entry.executor == executor:
             return
         name = entry.plan.operation_type
+        if executor == PROCESS:
+            self._warm()
         self._move(entry.plan, executor)
         entry.executor = executor
         entry.moves += 1
         _log.info("executor auto: %s now runs on %s (%s)", name, executor, reason)
+
+    def _warm(self) -> None:
+        """Make the process executor of every core that runs threads and start its worker
+        processes now; until one is ready, the operations moved there keep running on the
+        core's threads (the executor's fallback) instead of waiting for it to start."""
+        make = self._make
+        if make is None:
+            return
+        for core, thread_backend in self._threads_of.items():
+            try:
+                backend = make(PROCESS, core)
+            except Exception:  # stopping, or no process executor: the move still happens
+                _log.debug("could not make the process executor of core %d", core)
+                continue
+            if getattr(backend, "fallback", False) is None:
+                backend.fallback = _submit_to(thread_backend)
+            warm = getattr(backend, "warm", None)
+            if warm is not None:
+                warm()
 
 
 def process_problem(plan: Any) -> str | None:

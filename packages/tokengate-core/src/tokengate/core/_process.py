@@ -88,12 +88,17 @@ class ProcessExecutor(ExecutorBackend):
         else:
             self._max_pools = fixed
         self._label = f"{domain.coordinator_name}-core{domain.core_id}"
+        #: The executor of operations whose tags name none (``auto`` makes them auto ones).
+        self._default_executor = str(getattr(config, "executor", "thread")).lower()
         self._config = config
         self._cpu = domain.cpu
         self._grow_at = 2 * config.process_batch_size
         self._pools: list[ProcPool] = []
+        #: The processes calls go to: a process added for a backlog joins once it is ready.
+        self._serving: list[ProcPool] = []
         for _ in range(fixed or 1):
             self._add_pool()
+        self._serving = list(self._pools)
         self._pool = self._pools[0]
 
     def _add_pool(self) -> ProcPool:
@@ -136,6 +141,8 @@ class ProcessExecutor(ExecutorBackend):
         """
         held = self._calls  # single dict operations are atomic: no lock on the hot path
         calls: list[Call] = []
+        auto_calls = False
+        auto_fns: set[int] = set()
         for token in tokens:
             plan = token._plan
             prepared = self._prepared.get(plan)
@@ -149,14 +156,34 @@ class ProcessExecutor(ExecutorBackend):
                 continue
             if scopes is None and remote and token.done():  # a remote_context failed it
                 continue
-            if auto and not self._arguments_pickle(token, fn):
-                continue
+            if auto:
+                if not self._arguments_pickle(token, fn):
+                    continue
+                auto_calls = True
+                auto_fns.add(fn.fn_id)
             calls.append(Call(fn, token.args, token.kwargs, token, scopes))
         if not calls:
             return
         pools = self._pools
+        if auto_calls and self.fallback is not None and not any(p.ready for p in pools):
+            # Moved here by executor "auto" while the worker process still starts: the
+            # calls run on the core's threads meanwhile instead of waiting for it.
+            self.warm()
+            fallback = self.fallback
+            kept: list[Call] = []
+            for call in calls:
+                if call.fn.fn_id in auto_fns:
+                    fallback(call.owner)  # type: ignore[arg-type]
+                else:
+                    kept.append(call)
+            calls = kept
+            if not calls:
+                return
         if len(pools) < self._max_pools and all(p.backlog() >= self._grow_at for p in pools):
-            pools = self._grow(pools)
+            self._grow(pools)
+        pools = self._serving
+        if len(pools) < len(self._pools):  # a process added for a backlog serves once ready
+            pools = self._serving = [p for p in self._pools if p.ready] or pools
         if len(pools) == 1 or len(calls) == 1:
             pool = pools[0]
             if len(pools) > 1:  # one call: the least loaded process takes it
@@ -182,16 +209,20 @@ class ProcessExecutor(ExecutorBackend):
             if share:
                 pool.submit(share)
 
-    def _grow(self, pools: list[ProcPool]) -> list[ProcPool]:
-        """One more worker process for a domain with a backlog; the pools that take calls
-        now."""
+    def warm(self) -> None:
+        """Start the domain's worker process now, before its first call."""
+        for pool in self._pools:
+            pool.start()
+
+    def _grow(self, pools: list[ProcPool]) -> None:
+        """One more worker process for a domain with a backlog (it takes calls once ready)."""
         with self._lock:
             if len(self._pools) < self._max_pools:
                 if not _reserve_process(self._budget_key):
                     # The coordinator's other domains took the budget (it only comes back
                     # when they stop): stop asking.
                     self._max_pools = len(self._pools)
-                    return pools
+                    return
                 self._reserved += 1
                 grown = self._add_pool()
                 grown.start()
@@ -202,7 +233,6 @@ class ProcessExecutor(ExecutorBackend):
                     len(self._pools),
                     self._max_pools,
                 )
-        return [p for p in self._pools if p.ready] or pools
 
     def _prepare(self, token: TaskToken[Any]) -> tuple[FunctionRef, bool, bool]:
         """What every call of the token's operation shares: the prepared function, whether
@@ -210,7 +240,8 @@ class ProcessExecutor(ExecutorBackend):
         extensions give remote contexts."""
         plan = token._plan
         fn = self._function_of(token)
-        auto = getattr(plan, "executor", None) == AUTO
+        named = getattr(plan, "executor", None)
+        auto = (named or self._default_executor) == AUTO
         remote = getattr(token, "remote_contexts", None) is not None and bool(
             getattr(plan, "ext_remote", True)
         )

@@ -34,6 +34,13 @@ from typing import Any
 from ._errors import ProcessDomainError
 from ._procpool_wire import MessageReader, Outbox, dumps, send_frame, wrap_large_bytes
 
+try:
+    import resource
+
+    _RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
+except ImportError:  # not on this platform: CPU time alone
+    _RUSAGE_THREAD = None
+
 __all__ = ("InlineToken", "WorkerSettings", "resolve_function", "worker_main")
 
 _log = logging.getLogger("tokengate.worker")
@@ -372,6 +379,13 @@ class _Worker:
                 return
 
 
+def _voluntary_switches() -> int:
+    """Times this thread gave up its CPU to wait (Linux); -1 where unknown."""
+    if _RUSAGE_THREAD is None:
+        return -1
+    return int(resource.getrusage(_RUSAGE_THREAD).ru_nvcsw)
+
+
 def _run(
     index: int,
     func: Callable[..., Any],
@@ -382,10 +396,18 @@ def _run(
     perf: Callable[[], float],
     thread_time: Callable[[], float] | None,
 ) -> tuple[Any, ...]:
-    """Run one body: ``(index, kind, value, remote traceback, wall, cpu)``; ``cpu`` is -1.0
-    when not measured (``thread_time`` None)."""
+    """Run one body: ``(index, kind, value, remote traceback, wall, cpu)``.
+
+    ``cpu`` is -1.0 when not measured (``thread_time`` None). A body that never waited (no
+    voluntary context switch) counts as computing all along: time it spent off the CPU was
+    taken by other processes, which says nothing about the body.
+    """
     t0 = perf()
-    c0 = thread_time() if thread_time is not None else 0.0
+    c0 = 0.0
+    v0 = -1
+    if thread_time is not None:
+        v0 = _voluntary_switches()
+        c0 = thread_time()
     try:
         if scopes:
             with contextlib.ExitStack() as stack:
@@ -396,13 +418,21 @@ def _run(
             result = func(*args, **kwargs)
     except BaseException as exc:
         wall = perf() - t0
-        cpu = thread_time() - c0 if thread_time is not None else -1.0
+        cpu = _cpu_of(thread_time, c0, v0, wall)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             exc = ProcessDomainError(f"the body raised {type(exc).__name__}: {exc}")
         return (index, ERR, _portable(exc), traceback.format_exc(), wall, cpu)
     wall = perf() - t0
-    cpu = thread_time() - c0 if thread_time is not None else -1.0
-    return (index, OK, wrap_large_bytes(result), None, wall, cpu)
+    return (index, OK, wrap_large_bytes(result), None, wall, _cpu_of(thread_time, c0, v0, wall))
+
+
+def _cpu_of(thread_time: Callable[[], float] | None, c0: float, v0: int, wall: float) -> float:
+    if thread_time is None:
+        return -1.0
+    cpu = thread_time() - c0
+    if v0 >= 0 and _voluntary_switches() == v0:
+        return max(cpu, wall)  # never waited: preempted, not idle
+    return cpu
 
 
 def _describe(exc: BaseException) -> str:
