@@ -14,7 +14,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Any
+from concurrent import futures
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -275,9 +276,20 @@ def machine_cruncher(runs: list[int], tag: int, n: int) -> int:
     return tag
 
 
-@task_token_guard("machine.waiter", tags={"hash_policy": "none"})
-def machine_waiter(runs: list[int], tag: int, others: list[TaskToken[Any]]) -> int:
+@task_token_guard("machine.stored", tags={"hash_policy": "none", "storage_speed": "slow"})
+def machine_stored(runs: list[int], tag: int, gate: threading.Event) -> int:
     runs.append(tag)
+    gate.wait(WAIT)
+    return tag
+
+
+@task_token_guard("machine.waiter", tags={"hash_policy": "none"})
+def machine_waiter(runs: list[int], tag: int, others: list[TaskToken[Any]], together: bool) -> int:
+    runs.append(tag)
+    if together:  # concurrent.futures.wait: a managed wait too
+        # tokens are not Future subclasses; concurrent.futures only needs what they provide
+        futures.wait(cast("list[futures.Future[Any]]", others), timeout=WAIT)
+        return tag
     for other in others:
         try:
             other.get(timeout=WAIT)  # a managed wait: the body's place goes to others
@@ -296,7 +308,11 @@ class DefaultCoordinatorMachine(RuleBasedStateMachine):
         super().__init__()
         assert current_coordinator() is None, "another test left a coordinator running"
         self.coordinator = OperationsCoordinator(
-            cores=2, workers_per_core=1, max_blocking_threads=3, max_compensation_threads=2
+            cores=2,
+            workers_per_core=1,
+            max_blocking_threads=3,
+            max_compensation_threads=2,
+            storage_limits={"slow": 1},
         ).start()
         self.runs: list[int] = []
         self.tokens: list[TaskToken[Any]] = []
@@ -319,16 +335,23 @@ class DefaultCoordinatorMachine(RuleBasedStateMachine):
         self.gates.append(gate)
         self.tokens.append(machine_timed(self.runs, self._next_tag(), gate))
 
+    @rule()
+    def submit_stored(self) -> None:
+        # one slot for the tier: the next ones are parked before their executor
+        gate = threading.Event()
+        self.gates.append(gate)
+        self.tokens.append(machine_stored(self.runs, self._next_tag(), gate))
+
     @rule(n=st.integers(0, 20_000))
     def submit_cruncher(self, n: int) -> None:
         # routed by a sticky key (its arguments): it pins a key until it ends
         self.tokens.append(machine_cruncher(self.runs, self._next_tag(), n))
 
     @precondition(lambda self: bool(self.tokens))
-    @rule(picks=st.lists(st.integers(0, 10_000), min_size=1, max_size=3))
-    def submit_waiter(self, picks: list[int]) -> None:
+    @rule(picks=st.lists(st.integers(0, 10_000), min_size=1, max_size=3), together=st.booleans())
+    def submit_waiter(self, picks: list[int], together: bool) -> None:
         others = [self.tokens[p % len(self.tokens)] for p in picks]
-        self.tokens.append(machine_waiter(self.runs, self._next_tag(), others))
+        self.tokens.append(machine_waiter(self.runs, self._next_tag(), others, together))
 
     @precondition(lambda self: bool(self.tokens))
     @rule(pick=st.integers(0, 10_000))
@@ -366,6 +389,7 @@ class DefaultCoordinatorMachine(RuleBasedStateMachine):
                     assert token.state is not TokenState.COMPLETED
             assert _wait_released(coordinator) == {1: 0, 2: 0}, "a token stayed counted"
             assert coordinator.sticky_snapshot() == {}
+            assert coordinator.storage_in_use("slow") == 0, "a storage slot leaked"
             backends = [coordinator.backend("thread", core) for core in (1, 2)]
         finally:
             coordinator.stop(timeout=WAIT)
