@@ -114,6 +114,10 @@ class AutoPolicy:
         can_send: ``can_send(plan)`` is None when the plan's function can be sent to a worker
             process, else the reason it cannot.
         interval: seconds between reviews (the review thread starts with the first operation).
+        make: ``make(executor name, core id)`` makes (or finds) a backend, so that a core's
+            worker processes start as soon as an operation moves there; by default the
+            ``get`` of the object whose bound ``made`` method ``backends`` is (the
+            coordinator's backend table), if any.
     """
 
     def __init__(
@@ -123,11 +127,11 @@ class AutoPolicy:
         can_send: Callable[[Any], str | None],
         *,
         interval: float = REVIEW_INTERVAL,
+        make: Callable[[str, int], Any] | None = None,
     ) -> None:
         self._backends = backends
-        # The coordinator's backend table (``backends`` is its ``made``), to make and warm
-        # the process executor of a core before an operation moves there.
-        self._make: Callable[[str, int], Any] | None = getattr(
+        # Makes and warms the process executor of a core before an operation moves there.
+        self._make: Callable[[str, int], Any] | None = make or getattr(
             getattr(backends, "__self__", None), "get", None
         )
         self._threads_of: dict[int, Any] = {}
