@@ -150,5 +150,5 @@ def _results(
             yield token.get(wait)
     finally:  # the consumer stopped early (or a wait failed): calls not yet started never run
         for token in pending:
-            if not token.running():  # a running body finishes; its result is dropped
-                token.kill("map() was closed before this result was taken")
+            # a running body finishes; its result is dropped
+            token._kill_unstarted("map() was closed before this result was taken")

@@ -38,8 +38,8 @@ class CoordinatorConfig(BaseModel):
     Attributes:
         cores: number of core domains (default: the CPUs this process may use).
         workers_per_core: worker threads per core domain.
-        mailbox_capacity: tokens a worker's mailbox holds; beyond it, a domain's tokens wait
-            in that domain's backlog (backpressure on that core only).
+        mailbox_capacity: accepted and validated for older configurations, but unused: the
+            thread executor's workers share their domain's queue (no per-worker mailbox).
         storage_limits: concurrent calls allowed per storage tier.
         pin_cpus: bind each domain's threads and process to one CPU (Linux).
         history_size: execution records kept (newest first).

@@ -399,8 +399,8 @@ class OperationsCoordinator:
             token.kill("coordinator stopped while admission was paused")
         if cancel_pending or not wait:
             for token in list(self._tokens.values()):
-                if token._tstate in NOT_STARTED:
-                    token.kill("coordinator stopped before the token started")
+                if token._tstate in NOT_STARTED:  # checked again atomically by the kill
+                    token._kill_unstarted("coordinator stopped before the token started")
         interrupt: KeyboardInterrupt | None = None
         if wait:
             interrupt = self._wait_at_stop(deadline)
@@ -460,8 +460,8 @@ class OperationsCoordinator:
 
     def _kill_not_started(self, reason: str) -> None:
         for token in list(self._tokens.values()):
-            if token._tstate in NOT_STARTED:
-                token.kill(reason)
+            if token._tstate in NOT_STARTED:  # checked again atomically by the kill
+                token._kill_unstarted(reason)
 
     def _announce_wait(self) -> None:
         running = self._running_bodies()
@@ -790,7 +790,7 @@ class OperationsCoordinator:
             if token._tstate in NOT_STARTED and (
                 operation_type is None or token.operation_type == operation_type
             ):
-                killed += token.kill("drained")
+                killed += token._kill_unstarted("drained")
         self._sweep_held()  # drained while paused: not kept until resume()
         return killed
 

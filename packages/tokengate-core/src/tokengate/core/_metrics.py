@@ -77,8 +77,10 @@ class CoreStats:
         core_id: the domain (1..N).
         workers: its worker threads.
         busy_workers: workers running a body now (killed bodies still running count).
-        depth: tokens queued in its mailboxes plus its backlog.
-        backlog: tokens waiting because every mailbox of the domain was full.
+        depth: tokens handed to its executors and not started yet.
+        backlog: tokens an executor holds back beyond its own queue (its stats detail
+            ``backlog``; 0 for the built-in thread executor, whose domain queue is shared by
+            its workers).
         process_alive: whether its worker process runs (None: never started).
         executors: the snapshot of each executor backend of the domain, by executor name
             (the figures above add them up; backends are made on a domain's first token).

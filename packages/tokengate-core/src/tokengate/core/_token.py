@@ -306,8 +306,10 @@ class TaskToken(Generic[R_co]):
         result: Any = None,
         exc: BaseException | None = None,
         reason: str | None = None,
+        unstarted_only: bool = False,
     ) -> bool:
-        """The one terminal move. Returns False (and changes nothing) if already terminal.
+        """The one terminal move. Returns False (and changes nothing) if already terminal, or,
+        with ``unstarted_only``, if the body has started (``EXECUTING``).
 
         Atomic with respect to asynchronous exceptions (a ``KeyboardInterrupt`` from Ctrl-C,
         ``PyThreadState_SetAsyncExc``): the move is committed by plain stores under the lock,
@@ -322,7 +324,7 @@ class TaskToken(Generic[R_co]):
         committed = False
         try:
             with self._lock:
-                if self._tstate in TERMINAL:
+                if self._tstate in TERMINAL or (unstarted_only and self._tstate is EXECUTING):
                     return False
                 self._result = result
                 self._exc = exc
@@ -488,6 +490,16 @@ class TaskToken(Generic[R_co]):
         """
         return self._finish(
             KILLED, exc=TaskKilledError(f"token {self.token_id} killed: {reason}"), reason=reason
+        )
+
+    def _kill_unstarted(self, reason: str) -> bool:
+        """End the token ``KILLED`` only if its body has not started (one atomic check and
+        move: a body cannot start in between). False if it started or already ended."""
+        return self._finish(
+            KILLED,
+            exc=TaskKilledError(f"token {self.token_id} killed: {reason}"),
+            reason=reason,
+            unstarted_only=True,
         )
 
     def _timeout(self, limit: float) -> bool:
