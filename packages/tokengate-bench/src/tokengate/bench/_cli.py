@@ -189,6 +189,13 @@ def build_demo_parser() -> argparse.ArgumentParser:
     _conductor_options(conductor)
     conductor.add_argument("--json", metavar="PATH", help="write the checks and figures to JSON")
 
+    scheduler = demos.add_parser(
+        "scheduler",
+        parents=[output],
+        help="head-of-line, leads waiting for their children, blocking IO (beside a pool)",
+    )
+    scheduler.add_argument("--json", metavar="PATH", help="write the checks and figures to JSON")
+
     endurance = demos.add_parser(
         "endurance", parents=[output], help="IDLE / NORMAL / SURGE phases of random batches"
     )
@@ -456,6 +463,11 @@ def _cmd_demo(args: argparse.Namespace, out: Output) -> int:
                 keys=args.keys, burst=args.burst, distinct=args.distinct, cores=args.cores
             )
         )
+    elif args.demo == "scheduler":
+        from ._sched_demo import run_scheduler
+
+        out.heading("demo scheduler")
+        results.append(run_scheduler())
     elif args.demo == "conductor":
         out.heading("demo conductor")
         results.append(
@@ -512,7 +524,10 @@ def _cmd_demo_all(args: argparse.Namespace, out: Output) -> int:
     verdicts.append(("bench (zero failed tokens)", report.ok))
     payload["bench"] = report.as_dict()
 
+    from ._sched_demo import run_scheduler
+
     demos: list[tuple[str, str, Callable[[], DemoResult]]] = [
+        ("scheduler", "demo scheduler", run_scheduler),
         (
             "cache-storm",
             "demo cache-storm",
