@@ -44,6 +44,8 @@ from tokengate.core import OperationsCoordinator, TaskToken, task_token_guard
 from tokengate.core._procpool import Call, Outcome, ProcPool, function_ref
 
 FREE = {"hash_policy": "none"}
+#: Longest wait for a round of calls (a safety net; a round takes well under a second).
+WAIT_S = 120.0
 
 
 def noop() -> None:
@@ -340,6 +342,40 @@ def _cost(run: Callable[[], None], count: int, repeats: int) -> dict[str, float]
     return {key: statistics.median(s[i] for s in samples) for i, key in enumerate(keys)}
 
 
+def _pool_cost(count: int, repeats: int) -> dict[str, float]:
+    """The engine alone: ``count`` no-op calls submitted one by one to a process pool (no
+    tokens, no event loop), per call: wall time and this process's CPU time."""
+    done = threading.Event()
+    seen = [0, count]
+
+    def collect(outcomes: list[Outcome]) -> None:
+        seen[0] += len(outcomes)
+        if seen[0] >= seen[1]:
+            done.set()
+
+    pool = ProcPool("bench-cost", collect)
+    fn = function_ref(noop, "noop")
+    walls: list[float] = []
+    cpus: list[float] = []
+    try:
+        for round_ in range(repeats + 1):  # the first round starts the process
+            calls = [Call(fn, (), {}) for _ in range(count)]
+            seen[0] = 0
+            done.clear()
+            gc.collect()
+            cpu = time.process_time()
+            start = time.perf_counter()
+            for call in calls:
+                pool.submit((call,))
+            done.wait(WAIT_S)
+            if round_:
+                walls.append((time.perf_counter() - start) / count * 1e6)
+                cpus.append((time.process_time() - cpu) / count * 1e6)
+    finally:
+        pool.shutdown(5.0)
+    return {"wall us": statistics.median(walls), "parent cpu us": statistics.median(cpus)}
+
+
 def measure_cost(burst: int, wave: int, repeats: int, settings: dict[str, Any]) -> dict[str, Any]:
     """Per token: wall time, CPU and context switches of the coordinator's process and of its
     worker processes (medians), for a no-op burst and for a seed wave; and the loop's CPU."""
@@ -353,7 +389,7 @@ def measure_cost(burst: int, wave: int, repeats: int, settings: dict[str, Any]) 
     def seed_wave() -> None:
         asyncio.run(_gather([op(*c.args) for op, c in zip(seed_ops, calls, strict=True)]))
 
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"pool": _pool_cost(burst, repeats)}
     with OperationsCoordinator(**settings):
         noop_burst()  # starts the worker processes and measures the bodies
         seed_wave()
@@ -450,6 +486,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
         print(
             f"   one-thread loop over the seed bodies: {cost['loop cpu us']:.1f} µs CPU per token"
+        )
+        pool = cost["pool"]
+        print(
+            f"   the process pool alone (no tokens), {args.burst} no-op calls: "
+            f"{pool['wall us']:.1f} µs wall, {pool['parent cpu us']:.1f} µs of CPU here per call"
         )
     return out
 
