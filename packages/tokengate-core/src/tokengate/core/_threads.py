@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import sys
 import threading
 import time
 import weakref
@@ -42,7 +41,6 @@ from ._threads_policy import (
     OperationProfile,
     ProfileTable,
     cpu_slots,
-    gil_enabled,
 )
 
 if TYPE_CHECKING:
@@ -71,21 +69,11 @@ MIN_WINDOW = 0.003
 #: Seconds an extra (beyond ``workers_per_core``) idle thread waits before it exits.
 IDLE_EXIT = 5.0
 #: While a runner goes from one body to the next of an operation whose bodies take less than
-#: ``SHORT_BODY`` seconds, it wakes each event loop once per flush period (or when its queue
-#: runs dry) instead of once per completion: each wake-up hands the GIL to the loop and back.
-#: Under the GIL the period is the interpreter's switch interval (``sys.getswitchinterval()``,
-#: 5 ms by default, at least ``FLUSH_AFTER``): a loop woken more often than that cannot run
-#: any sooner while the runner holds the GIL, it only pays for more wake-ups. Without the GIL
-#: it is ``FLUSH_AFTER``. With an empty queue every completion wakes its loop at once.
-SHORT_BODY = 0.005
+#: ``SHORT_BODY`` seconds, it wakes each event loop once per ``FLUSH_AFTER`` seconds (or when
+#: its queue runs dry) instead of once per completion: each wake-up hands the GIL to the
+#: loop and back. With an empty queue every completion wakes its loop at once.
+SHORT_BODY = 0.0005
 FLUSH_AFTER = 0.001
-
-
-def flush_period() -> float:
-    """Seconds between two loop wake-ups of a runner going through short bodies."""
-    if gil_enabled():
-        return max(FLUSH_AFTER, sys.getswitchinterval())
-    return FLUSH_AFTER
 
 
 def run_plain(token: TaskToken[Any]) -> bool:
@@ -587,7 +575,6 @@ class ThreadExecutor(ExecutorBackend):
         cap = slots.capacity
         done = 0
         held = False  # loop wake-ups held back (see SHORT_BODY)
-        period = flush_period()
         index = worker.index
         perf = _perf
         cpu_q = self._cpu_q
@@ -632,7 +619,7 @@ class ThreadExecutor(ExecutorBackend):
                 if mean is not None and mean < SHORT_BODY:
                     if held:
                         since = deferred_since()
-                        if since is not None and perf() - since >= period:
+                        if since is not None and perf() - since >= FLUSH_AFTER:
                             flush_deferred()
                     else:
                         deferring(True)
