@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
@@ -153,9 +154,19 @@ class TerminalLedger:
         with self._lock:
             self._seen[id(token)].append(token.state)
 
-    def check(self) -> None:
-        """Every tracked token ended exactly once, in the state it still has."""
+    def check(self, timeout: float = 10.0) -> None:
+        """Every tracked token ended exactly once, in the state it still has.
+
+        A token is done once it settles; its done-callbacks run right after, in the thread
+        that ended it, so the check gives them ``timeout`` seconds to be reported.
+        """
         wait_all(self.tokens)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(self._seen.get(id(token)) for token in self.tokens):
+                    break
+            time.sleep(0.001)
         with self._lock:
             for token in self.tokens:
                 seen = self._seen.get(id(token), [])
