@@ -53,6 +53,7 @@ from ._policies import HashPolicyRegistry as HashPolicyRegistry
 from ._policies import TagRegistry as TagRegistry
 from ._protocols import CoordinatorView as CoordinatorView
 from ._run import run_token as run_token
+from ._threads_policy import OperationDecision as OperationDecision
 from ._token import TaskToken as TaskToken
 
 # Silent unless configured: no "last resort" output to stderr from library loggers.
@@ -77,6 +78,7 @@ __all__ = (
     "GuardedFunction",
     "HashPolicy",
     "HashPolicyRegistry",
+    "OperationDecision",
     "OperationInfo",
     "OperationStats",
     "OperationsCoordinator",

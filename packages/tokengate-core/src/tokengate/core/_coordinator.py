@@ -42,6 +42,7 @@ from ._plugins import plugin_manager
 from ._records import ExecutionLog
 from ._router import Router
 from ._storage import StorageGate
+from ._threads_policy import OperationDecision
 from ._timeouts import check_timeout
 from ._token import CREATED, EXECUTING, KILLED, NOT_STARTED, TERMINAL, TIMEOUT, WAITING, TaskToken
 
@@ -871,7 +872,23 @@ class OperationsCoordinator:
             by_state=by_state,
             operations=self._metrics.snapshot(),
             sticky_pins=self._router.sticky_pins,
+            scheduler=self._scheduler_decisions(),
         )
+
+    def _scheduler_decisions(self) -> dict[str, OperationDecision]:
+        """The thread executor's decisions (one table shared by the coordinator's domains)."""
+        for _name, _core, backend in self._backends.made():
+            decisions = getattr(backend, "decisions", None)
+            if not callable(decisions):
+                continue
+            try:
+                table = dict(decisions())
+            except Exception:  # a plugin's executor with another decisions()
+                _log.debug("decisions() of %r failed", backend, exc_info=True)
+                continue
+            if all(isinstance(d, OperationDecision) for d in table.values()):
+                return table
+        return {}
 
     def in_flight(self) -> list[TaskToken[Any]]:
         """Every token not yet terminal."""

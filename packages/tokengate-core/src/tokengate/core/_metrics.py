@@ -10,6 +10,7 @@ from typing import Any
 
 from ._enums import TokenState
 from ._executors import ExecutorStats
+from ._threads_policy import OperationDecision
 
 __all__ = (
     "CoordinatorStats",
@@ -133,6 +134,8 @@ class CoordinatorStats:
         by_state: counts by state (in-flight states are live, terminal ones cumulative).
         operations: per-operation counts and durations (bounded: the most recent operations).
         sticky_pins: live sticky pins.
+        scheduler: what the thread executor decided per operation and why (CPU-bound or
+            blocking, the measured CPU share, the reason); empty until a thread body ran.
     """
 
     running: bool
@@ -144,12 +147,14 @@ class CoordinatorStats:
     by_state: Mapping[str, int]
     operations: Mapping[str, OperationStats]
     sticky_pins: int
+    scheduler: Mapping[str, OperationDecision] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a JSON-ready dict."""
         data = asdict(self)
         data["by_state"] = dict(self.by_state)
         data["operations"] = {k: asdict(v) for k, v in self.operations.items()}
+        data["scheduler"] = {k: asdict(v) for k, v in self.scheduler.items()}
         return data
 
 
