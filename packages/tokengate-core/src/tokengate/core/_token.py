@@ -118,6 +118,7 @@ class TaskToken(Generic[R_co]):
         "_cb_ctx",
         "_cb_fn",
         "_cf",
+        "_cf_finished",
         "_core_id",
         "_exc",
         "_exc_tb",
@@ -191,6 +192,10 @@ class TaskToken(Generic[R_co]):
         self._ext: dict[object, object] | None = None
         self._backend: _Backend | None = None
         self._cf: _FuturesLink | None = None
+        # What concurrent.futures reads as FINISHED: set with the waiters' notification under
+        # the link's condition (or at the settle when no link exists yet), so that a waiter
+        # installed between the settle and that notification is counted pending, then told.
+        self._cf_finished = False
         self.created_at = _perf()
         self.started_at: float | None = None
         self.finished_at: float | None = None
@@ -385,9 +390,12 @@ class TaskToken(Generic[R_co]):
                 self._gate = None
                 if gate is not None:
                     gate.release()
-                link = self._cf
-            if link is not None:  # concurrent.futures.wait / as_completed
-                self._notify_futures_waiters(link)
+                if self._cf is None:
+                    self._cf_finished = True
+        link = self._cf
+        if link is not None and not self._cf_finished:
+            # concurrent.futures.wait / as_completed; resumed here after an interrupt
+            self._notify_futures_waiters(link)
         # Frozen since the token settled (later registrations run at once); delivered by
         # position (0: the first callback, 1..: the list) so that an interrupted delivery
         # resumes with the next callback. Between marking a position and its ``try`` there
@@ -425,6 +433,7 @@ class TaskToken(Generic[R_co]):
 
     def _notify_futures_waiters(self, link: _FuturesLink) -> None:
         with link.condition:
+            self._cf_finished = True
             waiters = list(link.waiters)
             failed = self._exc is not None
             for waiter in waiters:
@@ -539,8 +548,10 @@ class TaskToken(Generic[R_co]):
     @property
     def _state(self) -> str:
         """The token as ``concurrent.futures`` reads a future's state (``wait``,
-        ``as_completed``): ``FINISHED`` once done, else ``RUNNING`` or ``PENDING``."""
-        if self._settled:
+        ``as_completed``): ``FINISHED`` once done and its futures-waiters were told (the two
+        happen together under the waiters' condition, as a Future's do), else ``RUNNING``
+        or ``PENDING``."""
+        if self._cf_finished:
             return _CF_FINISHED
         return _CF_RUNNING if self._tstate is EXECUTING else _CF_PENDING
 
