@@ -157,7 +157,10 @@ def test_a_managed_wait_hands_the_slot_to_a_compensating_worker() -> None:
         h.submit(managed_lead, h, 1).get(timeout=WAIT)
         leads = [h.submit(managed_lead, h, 3) for _ in range(6)]
         assert [token.get(timeout=WAIT) for token in leads] == [6] * 6
-        assert detail(h.executor(1), "compensations") >= 1
+        # one standing worker: the children ran on another thread while their leads waited
+        # (a compensating worker; when a worker was already searching for work as a lead
+        # began its wait, that one took over and no new compensation was counted)
+        assert detail(h.executor(1), "peak_threads") >= 2
         assert detail(h.executor(1), "waiting_on_tokens") == 0
 
 
