@@ -742,19 +742,8 @@ async def _noop_tokengate(count: int) -> tuple[float, int]:
     return count / elapsed, sum(1 for r in results if r is not None)
 
 
-async def _noop_threadpool(pool: ThreadPoolExecutor, count: int) -> tuple[float, int]:
-    loop = asyncio.get_running_loop()
-    body = _workload.noop_body
-    wrap = asyncio.wrap_future
-    submit = pool.submit
-    start = _perf()
-    futures = [wrap(submit(body), loop=loop) for _ in range(count)]
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    elapsed = _perf() - start
-    return count / elapsed, sum(1 for r in results if r is not None)
-
-
-async def _noop_processpool(pool: ProcessPoolExecutor, count: int) -> tuple[float, int]:
+async def _noop_pool(pool: Executor, count: int) -> tuple[float, int]:
+    """The peer baseline: ``submit`` + ``asyncio.wrap_future`` on a thread or process pool."""
     loop = asyncio.get_running_loop()
     body = _workload.noop_body
     wrap = asyncio.wrap_future
@@ -774,10 +763,7 @@ async def _noop_async(count: int, rounds: int, executor: str) -> NoopResult:
     pool: Executor = ProcessPoolExecutor(machine_cpus()) if processes else ThreadPoolExecutor()
 
     async def baseline(size: int) -> tuple[float, int]:
-        if isinstance(pool, ProcessPoolExecutor):
-            return await _noop_processpool(pool, size)
-        assert isinstance(pool, ThreadPoolExecutor)
-        return await _noop_threadpool(pool, size)
+        return await _noop_pool(pool, size)
 
     with pool:
         coordinator = OperationsCoordinator(
