@@ -32,6 +32,11 @@ from tokengate.core import (
 from tokengate.core._threads import ThreadExecutor
 
 WAIT = 20.0
+#: How long a waiting body of the state machine waits. Compensation is bounded
+#: (max_compensation_threads), so waiting bodies can fill every thread while what they wait
+#: for is queued behind them; their waits then time out, and the chain must still unwind
+#: well within WAIT.
+BODY_WAIT = 1.0
 """Upper bound of every wait here: reached only when something is broken."""
 
 TERMINAL = {TokenState.COMPLETED, TokenState.FAILED, TokenState.KILLED, TokenState.TIMEOUT}
@@ -288,11 +293,11 @@ def machine_waiter(runs: list[int], tag: int, others: list[TaskToken[Any]], toge
     runs.append(tag)
     if together:  # concurrent.futures.wait: a managed wait too
         # tokens are not Future subclasses; concurrent.futures only needs what they provide
-        futures.wait(cast("list[futures.Future[Any]]", others), timeout=WAIT)
+        futures.wait(cast("list[futures.Future[Any]]", others), timeout=BODY_WAIT)
         return tag
     for other in others:
         try:
-            other.get(timeout=WAIT)  # a managed wait: the body's place goes to others
+            other.get(timeout=BODY_WAIT)  # a managed wait: the body's place goes to others
         except Exception:
             pass
     return tag
