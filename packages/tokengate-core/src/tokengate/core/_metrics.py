@@ -190,6 +190,27 @@ class OperationMetrics:
                 if duration > row[5]:
                     row[5] = duration
 
+    def record_many(self, rows: list[tuple[str, TokenState, float | None]]) -> None:
+        """:meth:`record` for a batch of ``(operation_type, state, duration)`` rows, under
+        one lock."""
+        keys = _KEYS
+        with self._lock:
+            ops = self._ops
+            totals = self._totals
+            for operation_type, state, duration in rows:
+                index = keys[state]
+                row = ops.get(operation_type)
+                if row is None:
+                    row = ops[operation_type] = [0, 0, 0, 0, 0.0, 0.0]
+                    if len(ops) > self._limit:
+                        ops.popitem(last=False)
+                row[index] += 1
+                totals[index] += 1
+                if duration is not None:
+                    row[4] += duration
+                    if duration > row[5]:
+                        row[5] = duration
+
     def totals(self) -> dict[TokenState, int]:
         with self._lock:
             return {state: self._totals[i] for state, i in _KEYS.items()}

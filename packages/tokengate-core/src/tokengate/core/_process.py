@@ -30,6 +30,7 @@ from ._procpool import (
     function_ref,
 )
 from ._procpool_wire import dumps
+from ._token import finish_many
 
 if TYPE_CHECKING:
     from ._token import TaskToken
@@ -70,7 +71,7 @@ class ProcessExecutor(ExecutorBackend):
         self._calls: dict[int, tuple[ProcPool, Call]] = {}
         self._functions: dict[object, FunctionRef] = {}
         #: Per operation plan: (function, auto, remote contexts); see :meth:`_prepare`.
-        self._prepared: dict[object, tuple[FunctionRef, bool, bool]] = {}
+        self._prepared: dict[object, tuple[FunctionRef, bool, bool, bool]] = {}
         #: Where a token of an ``executor: "auto"`` operation goes when its arguments cannot
         #: be pickled (the same core's thread executor, set by the auto policy), instead of
         #: failing.
@@ -149,8 +150,14 @@ class ProcessExecutor(ExecutorBackend):
             try:
                 if prepared is None:
                     prepared = self._prepare(token)
-                fn, auto, remote = prepared
-                scopes = _scopes_of(token) if remote else None
+                fn, auto, remote, remote_free = prepared
+                # A token that carries no extension state asks only the extensions that
+                # answer for such tokens too (usually none: no call at all).
+                scopes = (
+                    _scopes_of(token)
+                    if remote and (remote_free or token._ext is not None)
+                    else None
+                )
             except Exception as exc:
                 token.set_exception(exc)
                 continue
@@ -234,10 +241,11 @@ class ProcessExecutor(ExecutorBackend):
                     self._max_pools,
                 )
 
-    def _prepare(self, token: TaskToken[Any]) -> tuple[FunctionRef, bool, bool]:
+    def _prepare(self, token: TaskToken[Any]) -> tuple[FunctionRef, bool, bool, bool]:
         """What every call of the token's operation shares: the prepared function, whether
-        the operation is ``auto`` (its arguments are checked before sending), and whether
-        extensions give remote contexts."""
+        the operation is ``auto`` (its arguments are checked before sending), whether
+        extensions give remote contexts, and whether any does for a token that carries no
+        extension state."""
         plan = token._plan
         fn = self._function_of(token)
         named = getattr(plan, "executor", None)
@@ -245,7 +253,8 @@ class ProcessExecutor(ExecutorBackend):
         remote = getattr(token, "remote_contexts", None) is not None and bool(
             getattr(plan, "ext_remote", True)
         )
-        prepared = (fn, auto, remote)
+        remote_free = remote and bool(getattr(plan, "ext_remote_free", True))
+        prepared = (fn, auto, remote, remote_free)
         with self._lock:
             if len(self._prepared) >= _FUNCTION_CACHE:
                 self._prepared.pop(next(iter(self._prepared)))
@@ -369,17 +378,19 @@ class ProcessExecutor(ExecutorBackend):
             held = calls.get(key)
             if held is not None and held[1] is call:
                 calls.pop(key, None)
-        # The batch wakes each awaiting event loop once, at its end, instead of per token.
+        settled: list[tuple[TaskToken[Any], bool, Any]] = []
+        for call, kind, value in outcomes:
+            token: Any = call.owner
+            if kind == OK:
+                settled.append((token, True, value))
+            elif kind == ERR:
+                if isinstance(value, CallError):
+                    value = value.naming(f"token {token.token_id} ({token.operation_type})")
+                settled.append((token, False, value))
+        # One settle for the batch; it wakes each awaiting event loop once, at its end.
         deferring(True)
         try:
-            for call, kind, value in outcomes:
-                token: Any = call.owner
-                if kind == OK:
-                    token.set_result(value)
-                elif kind == ERR:
-                    if isinstance(value, CallError):
-                        value = value.naming(f"token {token.token_id} ({token.operation_type})")
-                    token.set_exception(value)
+            finish_many(settled)
         finally:
             deferring(False)
 

@@ -61,6 +61,10 @@ class TokenOwner(CoordinatorView, Protocol[TokenT]):
     def token_ended(self, token: TokenT) -> None:
         """The release steps of the token's terminal move (sticky pin, records, hooks...)."""
 
+    def tokens_ended(self, tokens: list[TokenT]) -> None:
+        """:meth:`token_ended` for a batch of tokens that made their terminal moves together
+        (an executor settling a batch of outcomes): the same steps, exactly once per token."""
+
     def body_returned(self, token: TokenT) -> None:
         """The token's body returned (or raised), whatever the token's state is now."""
 

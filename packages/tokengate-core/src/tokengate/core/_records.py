@@ -85,6 +85,29 @@ class ExecutionLog:
             )
         )
 
+    def add_many(self, tokens: list[TaskToken[Any]]) -> None:
+        """:meth:`add` for a batch of tokens that just made their terminal moves."""
+        if not self.size:
+            return
+        rows = []
+        for token in tokens:
+            started = token.started_at
+            finished = token.finished_at or 0.0
+            exc = token._exc
+            rows.append(
+                (
+                    token.seq,
+                    token._plan.operation_type,
+                    token._tstate._value_,
+                    None if started is None else finished - started,
+                    finished - token.created_at,
+                    token._core_id,
+                    token._worker_id,
+                    None if exc is None else error_text(exc),
+                )
+            )
+        self._rows.extend(rows)
+
     def clear(self) -> None:
         """Forget every record."""
         self._rows.clear()

@@ -302,6 +302,23 @@ class Router:
             if core is not None and counters[core] > 0:
                 counters[core] -= 1
 
+    def release_sticky_many(self, tokens: list[TaskToken[Any]]) -> None:
+        """:meth:`release_sticky` for a batch of tokens, under one lock."""
+        with self._lock:
+            counters = self._counters
+            release = self._sticky.release_token
+            for token in tokens:
+                pin = token._pin
+                if pin is None:
+                    continue
+                if pin is _UNKEYED:
+                    token._pin = None
+                else:
+                    release(token)
+                core = token._core_id
+                if core is not None and counters[core] > 0:
+                    counters[core] -= 1
+
     def release_slot(self, token: TaskToken[Any]) -> None:
         """Give back the token's storage slot (exactly once) and pass it to the oldest parked
         token still waiting, which then goes to its backend."""

@@ -22,7 +22,7 @@ from ._trio import in_trio, wait_in_trio
 if TYPE_CHECKING:
     from ._protocols import CompletionBridge, CoordinatorView, PlanView, TokenOwner
 
-__all__ = ("TaskToken",)
+__all__ = ("TaskToken", "finish_many")
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -764,6 +764,62 @@ class TaskToken(Generic[R_co]):
 
     def _make_cancelled_error(self) -> asyncio.CancelledError:
         return asyncio.CancelledError()
+
+
+def finish_many(outcomes: Sequence[tuple[TaskToken[Any], bool, Any]]) -> None:
+    """Settle a batch of executor outcomes, ``(token, ok, value)`` each: ``value`` is the
+    body's result when ``ok``, else its exception.
+
+    The same as ``set_result`` / ``set_exception`` token by token (a token a kill or timeout
+    ended first keeps that end), but the owner's release steps run once for the batch
+    (:meth:`~._protocols.TokenOwner.tokens_ended`), then each token settles and its waiters
+    and done-callbacks are told. An interrupt part-way (an asynchronous exception) finishes
+    the rest of the batch one by one before it propagates: no token is left unsettled.
+    """
+    now = _perf()
+    ident = _get_ident()
+    committed: list[TaskToken[Any]] = []
+    try:
+        for token, ok, value in outcomes:
+            if ok:
+                result, exc, tb, state = value, None, None, COMPLETED
+            else:
+                result, exc, tb, state = None, value, value.__traceback__, FAILED
+            with token._lock:
+                if token._tstate in TERMINAL:
+                    continue
+                token._result = result
+                token._exc = exc
+                token._exc_tb = tb
+                token._kill_reason = None
+                token.finished_at = now
+                token._finisher = ident
+                token._tstate = state
+            committed.append(token)
+        if not committed:
+            return
+        owner = committed[0]._owner
+        if all(token._owner is owner for token in committed):
+            owner.tokens_ended(committed)
+        else:
+            for token in committed:
+                token._owner.tokens_ended([token])
+        for token in committed:
+            token._release_step = _RELEASED
+        for token in committed:
+            token._release_and_settle()
+    except BaseException:
+        # Finish what the batch did not: tokens it committed complete their (resumable)
+        # steps; the others take the one-by-one terminal move (a no-op if already ended).
+        for token, ok, value in outcomes:
+            if token._tstate in TERMINAL:
+                if token._finisher == ident:
+                    token._complete()
+            elif ok:
+                token._finish(COMPLETED, value)
+            else:
+                token._finish(FAILED, exc=value)
+        raise
 
 
 def _make_waker(waiter: asyncio.Future[None]) -> Callable[[TaskToken[Any]], None]:
