@@ -25,6 +25,7 @@ from tokengate.core import (
 )
 from tokengate.core._guard import get_operation_plan
 from tokengate.core._loops import LoopBridge
+from tokengate.core._token import finish_many
 
 T = TypeVar("T")
 WAIT = 10.0  # generous bound for waits that normally end in milliseconds
@@ -54,6 +55,10 @@ class _GateOwner:
     def token_ended(self, token: TaskToken[Any]) -> None:
         with self.lock:
             self.released[token.token_id] = self.released.get(token.token_id, 0) + 1
+
+    def tokens_ended(self, tokens: list[TaskToken[Any]]) -> None:
+        for token in tokens:
+            self.token_ended(token)
 
     def body_returned(self, token: TaskToken[Any]) -> None:
         return None
@@ -596,3 +601,37 @@ def test_loop_bridge_tolerates_a_closed_loop() -> None:
     seen: list[TaskToken[Any]] = []
     bridge.push(cast(Callable[[TaskToken[Any]], object], seen.append), token, None)
     assert seen == []  # nobody is left to notify, and nothing raised
+
+
+def test_a_batch_settle_racing_kills_releases_each_token_exactly_once() -> None:
+    """``finish_many`` (an executor's batch of outcomes) against kills from another thread,
+    many rounds: every token ends once, its release steps run once, and it settles."""
+    for _ in range(200):
+        owner = _GateOwner()
+        tokens = [_bare_token(owner) for _ in range(16)]
+        for token in tokens:
+            token._tstate = TokenState.EXECUTING
+        start = threading.Barrier(2)
+
+        def settle(batch: list[TaskToken[int]] = tokens, start: threading.Barrier = start) -> None:
+            start.wait(WAIT)
+            finish_many([(token, True, index) for index, token in enumerate(batch)])
+
+        def kill(batch: list[TaskToken[int]] = tokens, start: threading.Barrier = start) -> None:
+            start.wait(WAIT)
+            for token in batch[::2]:
+                token.kill("raced")
+
+        threads = [threading.Thread(target=settle), threading.Thread(target=kill)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        for index, token in enumerate(tokens):
+            assert token.done()
+            assert owner.released[token.token_id] == 1
+            if token.state is TokenState.COMPLETED:
+                assert token.get(0) == index
+            else:
+                assert token.state is TokenState.KILLED
+                assert index % 2 == 0
