@@ -141,38 +141,36 @@ class ProcessExecutor(ExecutorBackend):
         ``remote_context`` fails, fails its token here: the body never runs.
         """
         held = self._calls  # single dict operations are atomic: no lock on the hot path
+        prepared_of = self._prepared
         calls: list[Call] = []
-        auto_calls = False
-        auto_fns: set[int] = set()
+        auto_fns: set[int] | None = None
         for token in tokens:
-            plan = token._plan
-            prepared = self._prepared.get(plan)
+            prepared = prepared_of.get(token._plan)
+            scopes = None
             try:
                 if prepared is None:
                     prepared = self._prepare(token)
                 fn, auto, remote, remote_free = prepared
                 # A token that carries no extension state asks only the extensions that
                 # answer for such tokens too (usually none: no call at all).
-                scopes = (
-                    _scopes_of(token)
-                    if remote and (remote_free or token._ext is not None)
-                    else None
-                )
+                if remote and (remote_free or token._ext is not None):
+                    scopes = _scopes_of(token)
+                    if scopes is None and token.done():  # a remote_context failed it
+                        continue
             except Exception as exc:
                 token.set_exception(exc)
-                continue
-            if scopes is None and remote and token.done():  # a remote_context failed it
                 continue
             if auto:
                 if not self._arguments_pickle(token, fn):
                     continue
-                auto_calls = True
+                if auto_fns is None:
+                    auto_fns = set()
                 auto_fns.add(fn.fn_id)
             calls.append(Call(fn, token.args, token.kwargs, token, scopes))
         if not calls:
             return
         pools = self._pools
-        if auto_calls and self.fallback is not None and not any(p.ready for p in pools):
+        if auto_fns is not None and self.fallback is not None and not any(p.ready for p in pools):
             # Moved here by executor "auto" while the worker process still starts: the
             # calls run on the core's threads meanwhile instead of waiting for it.
             self.warm()

@@ -674,7 +674,9 @@ class ProcPool:
             proc.next_batch = proc.next_batch % 0xFFFFFFFF + 1
             tag = proc.next_batch
             proc.batches[tag] = (sent[-1].index, sent)
-            if len(proc.batches) > 64:
+            # Batches whose calls have all started are done with: forgotten soon, so that
+            # their calls (and what they hold) are freed with their outcomes.
+            if len(proc.batches) > 4:
                 started = proc.counters[STARTED]
                 for old in [t for t, (last, _) in proc.batches.items() if last <= started]:
                     del proc.batches[old]
