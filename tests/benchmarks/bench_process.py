@@ -16,6 +16,9 @@
    no-op tokens and over a wave of the seed workload, with the loop's CPU per token for the
    seed bodies. CPU time barely moves when other jobs share the machine: the figure to
    compare between runs. Linux only (``/proc``).
+6. The machine's ceiling (``--only ceiling``): the seed bodies in one plain process, then in
+   two plain processes at once; what two did together per second against one alone is the
+   most any process executor can reach here against the one-thread loop.
 
 Run from the repository root::
 
@@ -405,6 +408,57 @@ def measure_cost(burst: int, wave: int, repeats: int, settings: dict[str, Any]) 
     return out
 
 
+# --------------------------------------------------------------------------- 6. the ceiling
+def _bodies_alone(wave: int, reps: int, barrier: Any, out: Any) -> None:
+    """In a plain process: run the seed bodies ``reps`` times once every process of the round
+    is ready; report (CPU µs per call, start, end) on the shared monotonic clock."""
+    calls = _wave_calls(wave)
+    for call in calls[:64]:  # warm up
+        call.operation.body(*call.args)
+    barrier.wait(WAIT_S)
+    start, cpu = time.monotonic(), time.thread_time()
+    for _ in range(reps):
+        for call in calls:
+            call.operation.body(*call.args)
+    cpu = time.thread_time() - cpu
+    out.put((cpu / (reps * len(calls)) * 1e6, start, time.monotonic()))
+
+
+def measure_ceiling(wave: int, reps: int, rounds: int) -> dict[str, float]:
+    """What two CPUs give the seed bodies with no coordination at all: the same work in one
+    plain process, then in two at once (each its own copy, started together), alternating
+    ``rounds`` times. The speed-up is what two processes did together per second against one
+    alone: the most any process executor can reach here, before its own costs."""
+    context = get_context("spawn")
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    cpus: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(rounds):
+        for count in (1, 2):
+            queue = context.Queue()
+            barrier = context.Barrier(count)
+            procs = [
+                context.Process(target=_bodies_alone, args=(wave, reps, barrier, queue))
+                for _ in range(count)
+            ]
+            for proc in procs:
+                proc.start()
+            reports = [queue.get(timeout=WAIT_S) for _ in procs]
+            for proc in procs:
+                proc.join(WAIT_S)
+            elapsed = max(end for _, _, end in reports) - min(start for _, start, _ in reports)
+            rates[count].append(count * reps * wave / elapsed)
+            cpus[count].extend(cpu for cpu, _, _ in reports)
+    rate_one = statistics.median(rates[1])
+    rate_two = statistics.median(rates[2])
+    return {
+        "one process calls/s": rate_one,
+        "two processes calls/s": rate_two,
+        "speed-up": rate_two / rate_one,
+        "cpu us per call alone": statistics.median(cpus[1]),
+        "cpu us per call two at once": statistics.median(cpus[2]),
+    }
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--burst", type=int, default=10_000, help="no-op tokens per burst")
@@ -423,7 +477,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cost-wave", type=int, default=4096, help="seed wave for section 5")
     parser.add_argument(
         "--only",
-        choices=("burst", "seed", "cpu", "array", "cost"),
+        choices=("burst", "seed", "cpu", "array", "cost", "ceiling"),
         help="run one section only",
     )
     return parser.parse_args(argv)
@@ -491,6 +545,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(
             f"   the process pool alone (no tokens), {args.burst} no-op calls: "
             f"{pool['wall us']:.1f} µs wall, {pool['parent cpu us']:.1f} µs of CPU here per call"
+        )
+    if args.only in (None, "ceiling"):
+        ceiling = measure_ceiling(args.cost_wave, 3, max(3, args.repeats))
+        out["ceiling"] = ceiling
+        print(f"\n6. the machine's ceiling for the seed bodies (median of rounds; {_load()})")
+        print(
+            f"   one plain process  {ceiling['one process calls/s']:8.0f} calls/s   "
+            f"{ceiling['cpu us per call alone']:6.1f} µs CPU per call"
+        )
+        print(
+            f"   two at once        {ceiling['two processes calls/s']:8.0f} calls/s   "
+            f"{ceiling['cpu us per call two at once']:6.1f} µs CPU per call"
+        )
+        print(
+            f"   two processes / one: {ceiling['speed-up']:.2f}x (the most a process executor "
+            "can reach here against the one-thread loop, before its own costs)"
         )
     return out
 
