@@ -59,6 +59,10 @@ class GuardedFunction(Protocol[P, R_co]):
 
 #: The started coordinators of this process, newest last (the live list of ``_context``).
 _RUNNING = running_owners()
+#: The same list and the current owner's getter, typed as what they hold here (only
+#: coordinators make themselves owners): no ``cast`` call on the hot path.
+_RUNNING_COORDINATORS = cast("list[OperationsCoordinator]", _RUNNING)
+_current = cast("Callable[[], OperationsCoordinator | None]", CURRENT.get)
 #: Re-exported from ``_context`` (where executors' worker processes set it).
 PLAN_ATTRIBUTE = _context.PLAN_ATTRIBUTE
 #: Kept for worker processes that still set it here (``_context.mark_worker_process()``).
@@ -171,12 +175,11 @@ def task_token_guard(
             plan = current[0]
             if plan.generation != host._generation:
                 plan = rederive()
-            coordinator = cast("OperationsCoordinator | None", CURRENT.get())
+            coordinator = _current()
             if coordinator is None:
-                running = cast("list[OperationsCoordinator]", _RUNNING)
-                if not running:
+                if not _RUNNING_COORDINATORS:
                     raise _not_running(name)
-                coordinator = running[-1]
+                coordinator = _RUNNING_COORDINATORS[-1]
             return coordinator._submit(plan, args, kwargs)
 
         setattr(submit, PLAN_ATTRIBUTE, plan)

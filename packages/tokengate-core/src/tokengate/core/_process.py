@@ -193,7 +193,7 @@ class ProcessExecutor(ExecutorBackend):
             pool = pools[0]
             if len(pools) > 1:  # one call: the least loaded process takes it
                 least = pool.load()
-                for other in pools:
+                for other in pools[1:]:
                     load = other.load()
                     if load < least:
                         pool, least = other, load
