@@ -9,6 +9,7 @@ each test calls until the decision shows (bounded by ``WAIT``).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,6 +36,11 @@ def nap(seconds: float) -> int:
     return os.getpid()
 
 
+def spin_with(n: int, extra: object) -> int:
+    """:func:`spin`, with an argument the body ignores (to send something unpicklable)."""
+    return spin(n)
+
+
 def tiny() -> int:
     """A body far too short for a process hop to pay."""
     return os.getpid()
@@ -43,6 +49,7 @@ def tiny() -> int:
 auto_spin = task_token_guard("auto_spin", tags=AUTO)(spin)
 auto_nap = task_token_guard("auto_nap", tags=AUTO)(nap)
 auto_tiny = task_token_guard("auto_tiny", tags=AUTO)(tiny)
+auto_spin_with = task_token_guard("auto_spin_with", tags=AUTO)(spin_with)
 
 
 pytestmark = pytest.mark.skipif(
@@ -113,3 +120,24 @@ def test_bodies_too_short_for_the_hop_end_on_threads(coordinator: OperationsCoor
     )
     assert decision.executor == "thread"
     assert auto_tiny().get(WAIT) == os.getpid()
+
+
+def test_a_moved_operation_runs_a_call_that_cannot_cross_on_threads(
+    coordinator: OperationsCoordinator,
+) -> None:
+    """Once on processes, a call whose argument cannot be pickled runs on the domain's
+    threads instead of failing; plain values and picklable containers still cross."""
+    _until(
+        coordinator,
+        lambda: auto_spin_with(20_000, 1).get(WAIT),
+        "auto_spin_with",
+        lambda d: d.executor == "process",
+    )
+    deadline = time.monotonic() + WAIT
+    while auto_spin_with(1, "ready?").get(WAIT) == os.getpid():
+        assert time.monotonic() < deadline, "its tokens do not run in a worker process"
+        time.sleep(0.01)
+    assert auto_spin_with(1, threading.Lock()).get(WAIT) == os.getpid()
+    assert auto_spin_with(1, 2.5).get(WAIT) != os.getpid()
+    assert auto_spin_with(1, [1, "two", (3,)]).get(WAIT) != os.getpid()
+    assert auto_spin_with(1, None).get(WAIT) != os.getpid()

@@ -39,6 +39,8 @@ __all__ = ("ProcessExecutor", "resolve_function")
 
 _log = logging.getLogger("tokengate.worker")
 
+#: Argument types that always pickle (exact types: a subclass may not).
+_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
 #: Functions prepared per executor (by reference or by value); beyond this, the oldest go.
 _FUNCTION_CACHE = 1024
 
@@ -333,6 +335,9 @@ class ProcessExecutor(ExecutorBackend):
     def _arguments_pickle(self, token: TaskToken[Any], fn: FunctionRef) -> bool:
         """For an ``auto`` operation: whether the call's arguments pickle. If not, the token
         goes to :attr:`fallback` (threads) or fails with a clear error; it never runs here."""
+        args = token.args
+        if not token.kwargs and all(type(arg) in _ATOMS for arg in args):
+            return True  # plain numbers, strings and bytes always pickle: nothing to try
         try:
             dumps((token.args, token.kwargs))
             return True
