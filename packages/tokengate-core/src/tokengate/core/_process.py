@@ -145,7 +145,7 @@ class ProcessExecutor(ExecutorBackend):
         held = self._calls  # single dict operations are atomic: no lock on the hot path
         prepared_of = self._prepared
         calls: list[Call] = []
-        auto_fns: set[int] | None = None
+        has_auto = False
         for token in tokens:
             prepared = prepared_of.get(token._plan)
             scopes = None
@@ -165,22 +165,27 @@ class ProcessExecutor(ExecutorBackend):
             if auto:
                 if not self._arguments_pickle(token, fn):
                     continue
-                if auto_fns is None:
-                    auto_fns = set()
-                auto_fns.add(fn.fn_id)
+                has_auto = True
             calls.append(Call(fn, token.args, token.kwargs, token, scopes))
         if not calls:
             return
         pools = self._pools
-        if auto_fns is not None and self.fallback is not None and not any(p.ready for p in pools):
+        if (
+            has_auto
+            and self.fallback is not None
+            and not pools[0].ready
+            and not any(p.ready for p in pools)
+        ):
             # Moved here by executor "auto" while the worker process still starts: the
             # calls run on the core's threads meanwhile instead of waiting for it.
             self.warm()
             fallback = self.fallback
             kept: list[Call] = []
             for call in calls:
-                if call.fn.fn_id in auto_fns:
-                    fallback(call.owner)  # type: ignore[arg-type]
+                owner: Any = call.owner
+                entry = prepared_of.get(owner._plan)
+                if entry is None or entry[1]:  # an auto operation's call
+                    fallback(owner)
                 else:
                     kept.append(call)
             calls = kept
