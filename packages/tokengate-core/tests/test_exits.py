@@ -23,8 +23,14 @@ CoordinatorFactory = Callable[..., OperationsCoordinator]
 
 SCRIPT = textwrap.dedent(
     """
-    import json, sys, threading
+    import json, signal, sys, threading
     from tokengate.core import OperationsCoordinator, task_token_guard
+
+    # Ctrl-C raises KeyboardInterrupt here even when this interpreter was started with SIGINT
+    # ignored or blocked (a background job of a non-interactive shell inherits the first; a
+    # process spawned while its parent's thread blocked the signal inherits the second).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     mode, seconds = sys.argv[1], float(sys.argv[2])
 

@@ -72,7 +72,8 @@ class ProcessExecutor(ExecutorBackend):
         self._lock = threading.Lock()
         self._calls: dict[int, tuple[ProcPool, Call]] = {}
         self._functions: dict[object, FunctionRef] = {}
-        #: Per operation plan: (function, auto, remote contexts); see :meth:`_prepare`.
+        #: Per operation plan: (function, auto, remote contexts, remote contexts for tokens
+        #: without extension state); see :meth:`_prepare`.
         self._prepared: dict[object, tuple[FunctionRef, bool, bool, bool]] = {}
         #: Where a token of an ``executor: "auto"`` operation goes when its arguments cannot
         #: be pickled (the same core's thread executor, set by the auto policy), instead of
