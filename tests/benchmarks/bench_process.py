@@ -320,10 +320,13 @@ def _children() -> list[int]:
 
 
 def _snapshot() -> tuple[float, int, float, int]:
+    # This process's CPU time from the clock (nanoseconds); /proc counts whole clock ticks
+    # (10 ms), too coarse for a wave of a few hundred milliseconds. Worker processes are
+    # only readable through /proc: their figure carries that rounding.
     parent = _threads_of(os.getpid())
     workers = [_threads_of(pid) for pid in _children()]
     return (
-        parent[0],
+        time.process_time(),
         parent[1],
         sum(cpu for cpu, _ in workers),
         sum(switches for _, switches in workers),
