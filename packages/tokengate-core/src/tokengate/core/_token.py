@@ -312,9 +312,13 @@ class TaskToken(Generic[R_co]):
         exc: BaseException | None = None,
         reason: str | None = None,
         unstarted_only: bool = False,
+        batch: list[TaskToken[Any]] | None = None,
     ) -> bool:
         """The one terminal move. Returns False (and changes nothing) if already terminal, or,
         with ``unstarted_only``, if the body has started (``EXECUTING``).
+
+        With ``batch`` (:func:`finish_many`), a committed token is appended there instead of
+        completed here: the batch completes its tokens together.
 
         Atomic with respect to asynchronous exceptions (a ``KeyboardInterrupt`` from Ctrl-C,
         ``PyThreadState_SetAsyncExc``): the move is committed by plain stores under the lock,
@@ -342,7 +346,9 @@ class TaskToken(Generic[R_co]):
                 self._tstate = state
                 committed = True
         finally:
-            if committed:
+            if committed and batch is not None:
+                batch.append(self)  # an interrupt before this: finish_many completes it
+            elif committed:
                 # Entering _complete is itself a point where an interrupt can land: a second
                 # attempt resumes where the first stopped (every step is resumable).
                 try:
@@ -776,26 +782,14 @@ def finish_many(outcomes: Sequence[tuple[TaskToken[Any], bool, Any]]) -> None:
     and done-callbacks are told. An interrupt part-way (an asynchronous exception) finishes
     the rest of the batch one by one before it propagates: no token is left unsettled.
     """
-    now = _perf()
     ident = _get_ident()
     committed: list[TaskToken[Any]] = []
     try:
         for token, ok, value in outcomes:
             if ok:
-                result, exc, tb, state = value, None, None, COMPLETED
+                token._finish(COMPLETED, value, batch=committed)
             else:
-                result, exc, tb, state = None, value, value.__traceback__, FAILED
-            with token._lock:
-                if token._tstate in TERMINAL:
-                    continue
-                token._result = result
-                token._exc = exc
-                token._exc_tb = tb
-                token._kill_reason = None
-                token.finished_at = now
-                token._finisher = ident
-                token._tstate = state
-            committed.append(token)
+                token._finish(FAILED, exc=value, batch=committed)
         if not committed:
             return
         owner = committed[0]._owner
