@@ -176,40 +176,31 @@ class OperationMetrics:
         self._lock = threading.Lock()
 
     def record(self, operation_type: str, state: TokenState, duration: float | None) -> None:
-        index = _KEYS[state]
         with self._lock:
-            row = self._ops.get(operation_type)
-            if row is None:
-                row = self._ops[operation_type] = [0, 0, 0, 0, 0.0, 0.0]
-                if len(self._ops) > self._limit:
-                    self._ops.popitem(last=False)
-            row[index] += 1
-            self._totals[index] += 1
-            if duration is not None:
-                row[4] += duration
-                if duration > row[5]:
-                    row[5] = duration
+            self._count(operation_type, state, duration)
 
     def record_many(self, rows: list[tuple[str, TokenState, float | None]]) -> None:
         """:meth:`record` for a batch of ``(operation_type, state, duration)`` rows, under
         one lock."""
-        keys = _KEYS
+        count = self._count
         with self._lock:
-            ops = self._ops
-            totals = self._totals
             for operation_type, state, duration in rows:
-                index = keys[state]
-                row = ops.get(operation_type)
-                if row is None:
-                    row = ops[operation_type] = [0, 0, 0, 0, 0.0, 0.0]
-                    if len(ops) > self._limit:
-                        ops.popitem(last=False)
-                row[index] += 1
-                totals[index] += 1
-                if duration is not None:
-                    row[4] += duration
-                    if duration > row[5]:
-                        row[5] = duration
+                count(operation_type, state, duration)
+
+    def _count(self, operation_type: str, state: TokenState, duration: float | None) -> None:
+        """One terminal move (with the lock held)."""
+        index = _KEYS[state]
+        row = self._ops.get(operation_type)
+        if row is None:
+            row = self._ops[operation_type] = [0, 0, 0, 0, 0.0, 0.0]
+            if len(self._ops) > self._limit:
+                self._ops.popitem(last=False)
+        row[index] += 1
+        self._totals[index] += 1
+        if duration is not None:
+            row[4] += duration
+            if duration > row[5]:
+                row[5] = duration
 
     def totals(self) -> dict[TokenState, int]:
         with self._lock:

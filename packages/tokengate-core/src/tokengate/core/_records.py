@@ -68,45 +68,13 @@ class ExecutionLog:
     def add(self, token: TaskToken[Any], state: TokenState, exc: BaseException | None) -> None:
         """Record a token that just made its terminal move (a plain tuple: rows are named
         only when read back)."""
-        if not self.size:
-            return
-        started = token.started_at
-        finished = token.finished_at or 0.0
-        self._rows.append(
-            (
-                token.seq,
-                token._plan.operation_type,
-                state._value_,
-                None if started is None else finished - started,
-                finished - token.created_at,
-                token._core_id,
-                token._worker_id,
-                None if exc is None else error_text(exc),
-            )
-        )
+        if self.size:
+            self._rows.append(_row(token, state, exc))
 
     def add_many(self, tokens: list[TaskToken[Any]]) -> None:
         """:meth:`add` for a batch of tokens that just made their terminal moves."""
-        if not self.size:
-            return
-        rows = []
-        for token in tokens:
-            started = token.started_at
-            finished = token.finished_at or 0.0
-            exc = token._exc
-            rows.append(
-                (
-                    token.seq,
-                    token._plan.operation_type,
-                    token._tstate._value_,
-                    None if started is None else finished - started,
-                    finished - token.created_at,
-                    token._core_id,
-                    token._worker_id,
-                    None if exc is None else error_text(exc),
-                )
-            )
-        self._rows.extend(rows)
+        if self.size:
+            self._rows.extend([_row(token, token._tstate, token._exc) for token in tokens])
 
     def clear(self) -> None:
         """Forget every record."""
@@ -140,6 +108,21 @@ class ExecutionLog:
         }
         target.write_text(json.dumps(payload, indent=2))
         return target
+
+
+def _row(token: TaskToken[Any], state: TokenState, exc: BaseException | None) -> tuple[Any, ...]:
+    started = token.started_at
+    finished = token.finished_at or 0.0
+    return (
+        token.seq,
+        token._plan.operation_type,
+        state._value_,
+        None if started is None else finished - started,
+        finished - token.created_at,
+        token._core_id,
+        token._worker_id,
+        None if exc is None else error_text(exc),
+    )
 
 
 def _snapshot(rows: deque[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
