@@ -290,34 +290,28 @@ class Router:
         """Release the token's pin exactly once (routing and the terminal move may race): the
         hold on its sticky key, if it has one, and its count in flight on its core."""
         with self._lock:
-            pin = token._pin
-            if pin is None:
-                return
-            if pin is _UNKEYED:
-                token._pin = None
-            else:
-                self._sticky.release_token(token)
-            counters = self._counters
-            core = token._core_id
-            if core is not None and counters[core] > 0:
-                counters[core] -= 1
+            self._release_pin(token)
 
     def release_sticky_many(self, tokens: list[TaskToken[Any]]) -> None:
         """:meth:`release_sticky` for a batch of tokens, under one lock."""
+        release = self._release_pin
         with self._lock:
-            counters = self._counters
-            release = self._sticky.release_token
             for token in tokens:
-                pin = token._pin
-                if pin is None:
-                    continue
-                if pin is _UNKEYED:
-                    token._pin = None
-                else:
-                    release(token)
-                core = token._core_id
-                if core is not None and counters[core] > 0:
-                    counters[core] -= 1
+                release(token)
+
+    def _release_pin(self, token: TaskToken[Any]) -> None:
+        """With the lock held: see :meth:`release_sticky`."""
+        pin = token._pin
+        if pin is None:
+            return
+        if pin is _UNKEYED:
+            token._pin = None
+        else:
+            self._sticky.release_token(token)
+        counters = self._counters
+        core = token._core_id
+        if core is not None and counters[core] > 0:
+            counters[core] -= 1
 
     def release_slot(self, token: TaskToken[Any]) -> None:
         """Give back the token's storage slot (exactly once) and pass it to the oldest parked
